@@ -1,0 +1,11 @@
+DROP TRIGGER IF EXISTS export_outbox_inserted ON export_outbox;
+DROP FUNCTION IF EXISTS export_outbox_notify();
+DROP TABLE IF EXISTS export_outbox;
+DROP TABLE IF EXISTS export_job_events;
+DROP TABLE IF EXISTS export_job_steps;
+DROP TABLE IF EXISTS export_jobs;
+DROP TYPE IF EXISTS export_job_status;
+DROP TABLE IF EXISTS tool_assets;
+DROP TABLE IF EXISTS tool_records;
+DROP TABLE IF EXISTS tool_registry;
+DROP TABLE IF EXISTS users;

@@ -1,0 +1,1 @@
+"""Export service: exports tools as packages, bundles and record files."""

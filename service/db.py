@@ -1,0 +1,33 @@
+"""PostgreSQL connections: one pool per process, JSON decoded to Python on the way out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from service.config import Settings
+
+__all__ = ["connect", "create_pool"]
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections decode json/jsonb columns."""
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=min_size, max_size=max_size, init=_init
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(settings: Settings, **kwargs: Any) -> asyncpg.Connection:
+    """A single connection (migrations, LISTEN), with the same codecs as the pool."""
+    conn = await asyncpg.connect(settings.database_url, **kwargs)
+    await _init(conn)
+    return conn

@@ -1,0 +1,1 @@
+"""Archives and manifests: safe paths in, reproducible archives out."""
