@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     status_rate_limit: float = Field(10.0, gt=0)
     cleanup_interval_seconds: float = Field(0, ge=0)
     monitor_interval_seconds: float = Field(15.0, gt=0)
+    # Comma-separated modules with extra strategies (plugins; tests register failing ones).
+    strategy_modules: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -74,6 +76,10 @@ class Settings(BaseSettings):
     def packages_url(self) -> str:
         """Where finished packages live: STORAGE_URL, or a directory under STORAGE_DIR."""
         return self.storage_url or f"file://{(self.storage_dir / 'packages').resolve()}"
+
+    @property
+    def extra_strategy_modules(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.strategy_modules.split(",") if m.strip())
 
     @property
     def work_dir(self) -> Path:
