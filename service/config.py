@@ -17,9 +17,7 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """Every `EXPORTER_*` variable the service reads (see DESIGN.md)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="EXPORTER_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore", frozen=True)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/exporter"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -87,9 +85,9 @@ class Settings(BaseSettings):
 
     def require_secret(self) -> str:
         """The JWT/HMAC secret, refusing to run the API without one."""
-        if len(self.jwt_secret) < 16:
+        if len(self.jwt_secret) < 32:
             raise SettingsError(
-                "EXPORTER_JWT_SECRET: must be set to at least 16 characters "
+                "EXPORTER_JWT_SECRET: must be set to at least 32 characters "
                 "(`make run` writes a random one to .env)"
             )
         return self.jwt_secret

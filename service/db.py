@@ -6,10 +6,14 @@ import json
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from service.config import Settings
 
-__all__ = ["connect", "create_pool"]
+__all__ = ["Executor", "connect", "create_pool"]
+
+# Anything queries can run on: a pool, a connection, or a connection borrowed from a pool.
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init(conn: asyncpg.Connection) -> None:
@@ -19,15 +23,13 @@ async def _init(conn: asyncpg.Connection) -> None:
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections decode json/jsonb columns."""
-    pool = await asyncpg.create_pool(
-        settings.database_url, min_size=min_size, max_size=max_size, init=_init
-    )
+    pool = await asyncpg.create_pool(settings.database_url, min_size=min_size, max_size=max_size, init=_init)
     assert pool is not None
     return pool
 
 
 async def connect(settings: Settings, **kwargs: Any) -> asyncpg.Connection:
     """A single connection (migrations, LISTEN), with the same codecs as the pool."""
-    conn = await asyncpg.connect(settings.database_url, **kwargs)
+    conn: asyncpg.Connection = await asyncpg.connect(settings.database_url, **kwargs)
     await _init(conn)
     return conn

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from service.config import Settings
     from service.storage import Storage
 
-__all__ = ["NoOptions", "Package", "Step", "StepContext", "Strategy", "Tool"]
+__all__ = ["NoOptions", "Package", "Step", "StepContext", "StepFn", "Strategy", "Tool"]
 
 
 class NoOptions(BaseModel):

@@ -7,6 +7,7 @@ Workers build packages in a local working directory and hand the finished file t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -71,10 +72,8 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         target = self.path(key)
         await asyncio.to_thread(target.unlink, missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):  # other files still there
             target.parent.rmdir()
-        except OSError:
-            pass
 
     async def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -85,7 +84,7 @@ class LocalStorage:
     async def stream(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self.path(key)
         remaining = (end + 1 - start) if end is not None else None
-        with path.open("rb") as fh:  # noqa: ASYNC230 - chunked reads of a local file are fast
+        with path.open("rb") as fh:
             fh.seek(start)
             while remaining is None or remaining > 0:
                 chunk = await asyncio.to_thread(
@@ -109,5 +108,6 @@ def open_storage(settings: Settings) -> Storage:
     if url.scheme == "s3":
         from service.storage_s3 import S3Storage
 
-        return S3Storage.from_settings(settings)
+        backend: Storage = S3Storage.from_settings(settings)
+        return backend
     raise InvalidInput(f"unsupported storage URL {settings.packages_url!r}")

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from service.db import Executor
 from service.steps import Tool
 
 __all__ = ["count_records", "get_tool", "iter_assets", "stream_records"]
@@ -49,12 +50,12 @@ def _tool(row: asyncpg.Record) -> Tool:
     )
 
 
-async def get_tool(conn: asyncpg.Connection | asyncpg.Pool, tool_id: UUID) -> Tool | None:
+async def get_tool(conn: Executor, tool_id: UUID) -> Tool | None:
     row = await conn.fetchrow(GET_TOOL, tool_id)
     return _tool(row) if row else None
 
 
-async def count_records(conn: asyncpg.Connection | asyncpg.Pool, tool_id: UUID) -> int:
+async def count_records(conn: Executor, tool_id: UUID) -> int:
     return int(await conn.fetchval(COUNT_RECORDS, tool_id))
 
 
@@ -72,9 +73,7 @@ async def stream_records(
         last = rows[-1]["record_id"]
 
 
-async def iter_assets(
-    pool: asyncpg.Pool, tool_id: UUID
-) -> AsyncIterator[tuple[str, str, bytes]]:
+async def iter_assets(pool: asyncpg.Pool, tool_id: UUID) -> AsyncIterator[tuple[str, str, bytes]]:
     """(path, content_type, content) of each asset, one asset in memory at a time."""
     async with pool.acquire() as conn:
         ids = [r["asset_id"] for r in await conn.fetch(ASSET_IDS, tool_id)]

@@ -4,7 +4,6 @@ template migrated once per run), its own RabbitMQ names and its own storage dire
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from service.config import Settings
 from service.db import create_pool
 from tests.support import infra
 
-TEST_SECRET = "test-secret-0123456789abcdef"
+TEST_SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -44,9 +43,7 @@ async def template_db(servers: tuple[str, str]) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def settings(
-    servers: tuple[str, str], template_db: str, tmp_path: Path
-) -> AsyncIterator[Settings]:
+async def settings(servers: tuple[str, str], template_db: str, tmp_path: Path) -> AsyncIterator[Settings]:
     """Settings pointing at a fresh database, a fresh topology prefix and a temp directory."""
     admin_url, amqp_url = servers
     name = infra.unique_name("db")
@@ -77,11 +74,3 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(settings)
     yield p
     await asyncio.wait_for(p.close(), 10)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a subprocess needs to run with these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTER_")}
-    for name, value in settings.model_dump().items():
-        env["EXPORTER_" + name.upper()] = str(value)
-    return env

@@ -20,8 +20,16 @@ async def test_up_twice_is_a_no_op_and_down_up_restores(settings: Settings) -> N
     try:
         assert await migrations.up(conn) == []  # the template already applied everything
         before = await _tables(conn)
-        assert {"users", "tool_registry", "tool_records", "tool_assets", "export_jobs",
-                "export_job_steps", "export_job_events", "export_outbox"} <= before
+        assert {
+            "users",
+            "tool_registry",
+            "tool_records",
+            "tool_assets",
+            "export_jobs",
+            "export_job_steps",
+            "export_job_events",
+            "export_outbox",
+        } <= before
         reverted = await migrations.down(conn)
         assert reverted is not None and reverted.version == "0001"
         assert await _tables(conn) == set()
@@ -43,17 +51,20 @@ async def test_status_constraints_are_enforced(pool: asyncpg.Pool) -> None:
     with pytest.raises(asyncpg.InvalidTextRepresentationError):
         await pool.execute(
             "INSERT INTO export_jobs (tool_id, user_id, format, status) VALUES ($1, $2, 'bundle', 'bogus')",
-            tool, user,
+            tool,
+            user,
         )
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute(
             "INSERT INTO export_jobs (tool_id, user_id, format, steps_completed, steps_total)"
             " VALUES ($1, $2, 'bundle', 5, 3)",
-            tool, user,
+            tool,
+            user,
         )
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute(
             "INSERT INTO export_jobs (tool_id, user_id, format, progress_percentage)"
             " VALUES ($1, $2, 'bundle', 101)",
-            tool, user,
+            tool,
+            user,
         )

@@ -58,9 +58,10 @@ def services() -> Iterator[tuple[str, str]]:
         from testcontainers.postgres import PostgresContainer
         from testcontainers.rabbitmq import RabbitMqContainer
 
-        with PostgresContainer("postgres:16-alpine", driver=None) as pg, RabbitMqContainer(
-            "rabbitmq:3.13-management-alpine"
-        ) as mq:
+        with (
+            PostgresContainer("postgres:16-alpine", driver=None) as pg,
+            RabbitMqContainer("rabbitmq:3.13-management-alpine") as mq,
+        ):
             amqp_url = f"amqp://guest:guest@{mq.get_container_host_ip()}:{mq.get_exposed_port(5672)}/"
             yield pg.get_connection_url(), amqp_url
         return
@@ -88,9 +89,7 @@ async def create_database(admin_url: str, name: str, template: str | None = None
 async def drop_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
     finally:
         await conn.close()

@@ -1,0 +1,136 @@
+"""RabbitMQ: the topology of DESIGN.md, confirmed publishing, and dead-lettering with a reason."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+
+from service.config import Settings
+from service.messages import REQUESTED_KEY, Topology
+
+__all__ = ["REASON_HEADER", "Broker"]
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "x-export-reason"
+DETAIL_HEADER = "x-export-detail"
+
+
+def request_queue_arguments(settings: Settings, topology: Topology) -> dict[str, Any]:
+    # Past the delivery limit a quorum queue drops a message unless it has a dead-letter
+    # exchange, so the two always go together; at-least-once needs reject-publish.
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.delivery_limit,
+        "x-dead-letter-exchange": topology.dlx,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+class Broker:
+    """One robust connection, a confirming channel and the declared exchanges."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topology = Topology(settings.topology_prefix)
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.exchanges: dict[str, AbstractExchange] = {}
+
+    async def connect(self, timeout: float = 10) -> None:
+        """Connect and declare the topology (idempotent); reconnects happen on their own."""
+        self.connection = await aio_pika.connect_robust(
+            self.settings.amqp_url,
+            timeout=timeout,
+            client_properties={"connection_name": f"exporter:{self.topology.exchange}"},
+        )
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self.declare(self.channel)
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        t = self.topology
+        exchange = await channel.declare_exchange(t.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(t.dlx, aio_pika.ExchangeType.TOPIC, durable=True)
+        events = await channel.declare_exchange(t.events, aio_pika.ExchangeType.TOPIC, durable=True)
+        requests = await channel.declare_queue(
+            t.requests, durable=True, arguments=request_queue_arguments(self.settings, t)
+        )
+        await requests.bind(exchange, REQUESTED_KEY)
+        dead = await channel.declare_queue(t.dead, durable=True, arguments={"x-queue-type": "quorum"})
+        await dead.bind(dlx, "#")
+        self.exchanges = {"requests": exchange, "dlx": dlx, "events": events}
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.connection and not self.connection.is_closed and self.connection.connected.is_set())
+
+    async def publish(
+        self,
+        target: str,
+        routing_key: str,
+        body: bytes | dict[str, Any],
+        *,
+        message_id: str,
+        headers: dict[str, Any] | None = None,
+        timeout: float = 10,
+    ) -> None:
+        """Publish persistently with `mandatory`; returns once the broker confirmed it.
+
+        Raises when the broker nacks, returns the message as unroutable, or is unreachable.
+        """
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        message = aio_pika.Message(
+            payload,
+            message_id=message_id,
+            correlation_id=message_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers or {},
+            timestamp=datetime.now(UTC),
+        )
+        await self.exchanges[target].publish(message, routing_key, mandatory=True, timeout=timeout)
+
+    async def dead_letter(self, delivery: AbstractIncomingMessage, reason: str, detail: str) -> None:
+        """Copy a delivery to the DLQ with why, confirmed, so the caller can then ack it."""
+        headers = dict(delivery.headers or {})
+        headers.update(
+            {
+                REASON_HEADER: reason,
+                DETAIL_HEADER: detail[:1000],
+                "x-export-dead-lettered-at": datetime.now(UTC).isoformat(),
+                "x-export-original-routing-key": delivery.routing_key or REQUESTED_KEY,
+            }
+        )
+        await self.publish(
+            "dlx",
+            delivery.routing_key or REQUESTED_KEY,
+            delivery.body,
+            message_id=delivery.message_id or "",
+            headers=headers,
+        )
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Ready messages in the request and dead-letter queues (passive declares)."""
+        assert self.connection is not None
+        depths = {}
+        async with self.connection.channel() as channel:
+            for name in (self.topology.requests, self.topology.dead):
+                queue = await channel.declare_queue(name, passive=True)
+                depths[name] = int(queue.declaration_result.message_count or 0)
+        return depths
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None

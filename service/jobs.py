@@ -1,0 +1,225 @@
+"""Export jobs: the status machine, and every query on export_jobs, its steps and events.
+
+Transitions are UPDATEs naming the statuses they may start from, so two processes can
+never both move a job; a query that matched no row lost the race and says so.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from service.db import Executor
+
+__all__ = ["TERMINAL", "JobStatus", "add_event", "get_job"]
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.ROLLED_BACK})
+RETRYABLE = ("failed", "rolled_back", "cancelled")
+
+INSERT_JOB = """
+INSERT INTO export_jobs (job_id, tool_id, user_id, format, options, steps_total,
+                         idempotency_key, request_hash, attempt)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT DO NOTHING
+RETURNING *
+"""
+
+GET_JOB = "SELECT * FROM export_jobs WHERE job_id = $1"
+
+GET_BY_IDEMPOTENCY_KEY = """
+SELECT * FROM export_jobs WHERE user_id = $1 AND idempotency_key = $2
+"""
+
+# A pending job, or a running one whose worker stopped heartbeating (crashed, lost).
+CLAIM = """
+UPDATE export_jobs
+SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'in_progress' END,
+    worker_id = $3, heartbeat_at = now(), deliveries = deliveries + 1,
+    steps_total = $4, started_at = coalesce(started_at, now()), updated_at = now()
+WHERE job_id = $1 AND attempt = $2
+  AND (status = 'pending'
+       OR (status IN ('in_progress', 'cancelling')
+           AND (worker_id IS NULL OR heartbeat_at < now() - make_interval(secs => $5))))
+RETURNING *
+"""
+
+HEARTBEAT = """
+UPDATE export_jobs SET heartbeat_at = now()
+WHERE job_id = ANY($1::uuid[]) AND worker_id = $2 AND status IN ('in_progress', 'cancelling')
+RETURNING job_id, status
+"""
+
+START_STEP = """
+UPDATE export_jobs SET current_step = $3, updated_at = now()
+WHERE job_id = $1 AND worker_id = $2
+"""
+
+UPSERT_STEP = """
+INSERT INTO export_job_steps (job_id, attempt, position, name, status, tries, started_at)
+VALUES ($1, $2, $3, $4, 'running', 0, now())
+ON CONFLICT (job_id, attempt, position)
+DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL, error = NULL
+"""
+
+STEP_TRIED = """
+UPDATE export_job_steps SET tries = tries + 1, error = $4
+WHERE job_id = $1 AND attempt = $2 AND position = $3
+"""
+
+FINISH_STEP = """
+UPDATE export_job_steps SET status = $4, finished_at = now(), error = $5
+WHERE job_id = $1 AND attempt = $2 AND position = $3
+"""
+
+STEP_PROGRESS = """
+UPDATE export_jobs
+SET steps_completed = $3, progress_percentage = $4, updated_at = now()
+WHERE job_id = $1 AND worker_id = $2 AND status IN ('in_progress', 'cancelling')
+"""
+
+# Within-step progress: only ever forwards, so a late write can't move the bar back.
+PROGRESS = """
+UPDATE export_jobs SET progress_percentage = $3, updated_at = now()
+WHERE job_id = $1 AND worker_id = $2 AND status = 'in_progress' AND progress_percentage < $3
+"""
+
+COMPLETED_STEPS = """
+SELECT position FROM export_job_steps
+WHERE job_id = $1 AND attempt = $2 AND status = 'completed'
+ORDER BY position
+"""
+
+STEPS = """
+SELECT position, name, status, tries, started_at, finished_at, error
+FROM export_job_steps WHERE job_id = $1 AND attempt = $2 ORDER BY position
+"""
+
+RESET_PROGRESS = """
+UPDATE export_job_steps SET status = 'failed', error = 'outputs lost; started over'
+WHERE job_id = $1 AND attempt = $2 AND status = 'completed'
+"""
+
+COMPLETE = """
+UPDATE export_jobs
+SET status = 'completed', steps_completed = steps_total, progress_percentage = 100,
+    current_step = NULL, package_path = $3, package_size_bytes = $4, package_sha256 = $5,
+    completed_at = now(), updated_at = now(), worker_id = NULL, heartbeat_at = NULL
+WHERE job_id = $1 AND worker_id = $2 AND status = 'in_progress'
+RETURNING *
+"""
+
+FAIL = """
+UPDATE export_jobs
+SET status = 'failed', error_code = $2, error_message = $3, current_step = NULL,
+    completed_at = now(), updated_at = now(), worker_id = NULL, heartbeat_at = NULL
+WHERE job_id = $1 AND status = ANY($4::export_job_status[])
+RETURNING *
+"""
+
+ROLLED_BACK = """
+UPDATE export_jobs SET status = 'rolled_back', updated_at = now()
+WHERE job_id = $1 AND status = 'failed'
+RETURNING *
+"""
+
+CANCELLED = """
+UPDATE export_jobs
+SET status = 'cancelled', current_step = NULL, completed_at = now(), updated_at = now(),
+    worker_id = NULL, heartbeat_at = NULL,
+    error_code = coalesce(error_code, 'cancelled'),
+    error_message = coalesce(error_message, 'cancelled on request')
+WHERE job_id = $1 AND status = 'cancelling'
+RETURNING *
+"""
+
+# A pending job is cancelled at once; a running one is asked to stop.
+REQUEST_CANCEL = """
+UPDATE export_jobs
+SET status = CASE WHEN status = 'pending' THEN 'cancelled'::export_job_status
+                  ELSE 'cancelling'::export_job_status END,
+    completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
+    error_code = CASE WHEN status = 'pending' THEN 'cancelled' ELSE error_code END,
+    error_message = CASE WHEN status = 'pending' THEN 'cancelled on request' ELSE error_message END,
+    cancel_requested_at = now(), updated_at = now()
+WHERE job_id = $1 AND status IN ('pending', 'in_progress')
+RETURNING *
+"""
+
+RETRY = """
+UPDATE export_jobs
+SET status = 'pending', attempt = attempt + 1, deliveries = 0, steps_completed = 0,
+    progress_percentage = 0, current_step = NULL, error_code = NULL, error_message = NULL,
+    package_path = NULL, package_size_bytes = NULL, package_sha256 = NULL,
+    package_expired_at = NULL, started_at = NULL, completed_at = NULL, worker_id = NULL,
+    heartbeat_at = NULL, cancel_requested_at = NULL, updated_at = now()
+WHERE job_id = $1 AND status IN ('failed', 'rolled_back', 'cancelled')
+RETURNING *
+"""
+
+# Running jobs whose worker stopped heartbeating for two leases: the redelivered message
+# normally resumes them sooner; this catches the rest (a message the broker dropped).
+ORPHANS = """
+SELECT * FROM export_jobs
+WHERE status IN ('in_progress', 'cancelling')
+  AND heartbeat_at < now() - make_interval(secs => $1)
+ORDER BY heartbeat_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+RELEASE_ORPHAN = """
+UPDATE export_jobs SET worker_id = NULL, heartbeat_at = now(), updated_at = now()
+WHERE job_id = $1
+"""
+
+# Lets a graceful shutdown hand a job to another worker at once, without waiting for a lease.
+RELEASE = """
+UPDATE export_jobs SET worker_id = NULL, heartbeat_at = NULL, current_step = NULL,
+       updated_at = now()
+WHERE job_id = $1 AND worker_id = $2 AND status IN ('in_progress', 'cancelling')
+"""
+
+INSERT_EVENT = "INSERT INTO export_job_events (job_id, kind, detail) VALUES ($1, $2, $3)"
+
+EVENTS = """
+SELECT event_id, kind, detail, created_at FROM export_job_events
+WHERE job_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3
+"""
+
+COUNT_BY_STATUS = "SELECT status::text, count(*) FROM export_jobs GROUP BY status"
+
+
+async def get_job(conn: Executor, job_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_JOB, job_id)
+
+
+async def add_event(conn: Executor, job_id: UUID, kind: str, **detail: Any) -> None:
+    """Append to the job's audit trail."""
+    await conn.execute(INSERT_EVENT, job_id, kind, _jsonable(detail))
+
+
+def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, UUID | datetime) else v) for k, v in detail.items()}
+
+
+def progress_percentage(steps_done: int, steps_total: int, fraction: float = 0.0) -> int:
+    """Whole percent done; 100 only once the job completes, so a bar never sits at 100."""
+    if steps_total <= 0:
+        return 0
+    value = int(100 * (steps_done + max(0.0, min(fraction, 1.0))) / steps_total)
+    return max(0, min(value, 99))

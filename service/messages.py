@@ -1,0 +1,82 @@
+"""The `export.requested.v1` message and the completion events, as published on RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.errors import InvalidInput
+from service.strategies import FORMATS
+
+__all__ = ["REQUESTED_SCHEMA", "ExportRequested", "Topology", "parse_request"]
+
+REQUESTED_SCHEMA = "export.requested.v1"
+REQUESTED_KEY = "export.requested"
+
+
+class ExportRequested(BaseModel):
+    """Body of an export request; other services may publish it directly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["export.requested.v1"] = Field("export.requested.v1", alias="schema")
+    job_id: UUID
+    tool_id: UUID
+    user_id: UUID
+    format: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = Field(1, ge=1)
+    requested_at: datetime
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def new_request(
+    job_id: UUID, tool_id: UUID, user_id: UUID, fmt: str, options: dict[str, Any], attempt: int
+) -> ExportRequested:
+    return ExportRequested(
+        job_id=job_id,
+        tool_id=tool_id,
+        user_id=user_id,
+        format=fmt,
+        options=options,
+        attempt=attempt,
+        requested_at=datetime.now(UTC),
+    )
+
+
+def parse_request(body: bytes) -> ExportRequested:
+    """Parse and validate a delivered body; InvalidInput's code says why it was refused."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"body is not JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("body is not a JSON object", code="invalid_message")
+    if data.get("schema") != REQUESTED_SCHEMA:
+        raise InvalidInput(f"unknown schema {data.get('schema')!r}", code="unknown_schema")
+    try:
+        message = ExportRequested.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{where}: {first['msg']}", code="invalid_message") from None
+    if message.format not in FORMATS:
+        raise InvalidInput(f"unknown format {message.format!r}", code="unknown_format")
+    return message
+
+
+class Topology:
+    """Exchange and queue names, all derived from EXPORTER_TOPOLOGY_PREFIX."""
+
+    def __init__(self, prefix: str) -> None:
+        self.exchange = prefix
+        self.requests = f"{prefix}.requests"
+        self.dead = f"{prefix}.dead"
+        self.dlx = f"{prefix}.dlx"
+        self.events = f"{prefix}.events"

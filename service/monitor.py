@@ -1,0 +1,42 @@
+"""Periodic gauges read from PostgreSQL and RabbitMQ: jobs by status, outbox, queue depths."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from service import jobs, metrics, outbox
+from service.broker import Broker
+from service.config import Settings
+
+__all__ = ["monitor"]
+
+log = logging.getLogger(__name__)
+
+
+async def sample(pool: asyncpg.Pool, broker: Broker) -> None:
+    """Refresh the gauges once."""
+    counts = {r["status"]: r["count"] for r in await pool.fetch(jobs.COUNT_BY_STATUS)}
+    for status in jobs.JobStatus:
+        metrics.JOBS_BY_STATUS.labels(status.value).set(counts.get(status.value, 0))
+    backlog, lag = await outbox.backlog(pool)
+    metrics.OUTBOX_BACKLOG.set(backlog)
+    metrics.OUTBOX_LAG.set(lag)
+    if broker.is_connected:
+        depths = await broker.queue_depths()
+        metrics.QUEUE_MESSAGES.labels("requests").set(depths[broker.topology.requests])
+        metrics.QUEUE_MESSAGES.labels("dead").set(depths[broker.topology.dead])
+        metrics.DLQ_MESSAGES.set(depths[broker.topology.dead])
+
+
+async def monitor(settings: Settings, pool: asyncpg.Pool, broker: Broker, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await sample(pool, broker)
+        except Exception as exc:
+            log.debug("monitor sample failed", extra={"error": str(exc)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.monitor_interval_seconds)

@@ -1,0 +1,162 @@
+"""The transactional outbox: messages written with the job row, published by the relay.
+
+A row is marked published only after the broker confirmed it, so a crash can publish a
+message twice but never lose one; consumers are idempotent by job id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import asyncpg
+
+from service import metrics
+from service.broker import Broker
+from service.config import Settings
+from service.db import Executor, connect
+
+__all__ = ["Relay", "enqueue"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "exporter_outbox"
+
+INSERT = """
+INSERT INTO export_outbox (exchange, routing_key, message_id, body, headers)
+VALUES ($1, $2, $3, $4, $5)
+"""
+
+# SKIP LOCKED lets several relays share the table without publishing a row twice.
+CLAIM_BATCH = """
+SELECT outbox_id, exchange, routing_key, message_id, body, headers
+FROM export_outbox
+WHERE published_at IS NULL
+ORDER BY outbox_id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+MARK_PUBLISHED = "UPDATE export_outbox SET published_at = now() WHERE outbox_id = ANY($1::bigint[])"
+
+MARK_FAILED = """
+UPDATE export_outbox SET tries = tries + 1, last_error = $2 WHERE outbox_id = ANY($1::bigint[])
+"""
+
+BACKLOG = """
+SELECT count(*) AS backlog,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS lag
+FROM export_outbox WHERE published_at IS NULL
+"""
+
+PRUNE = """
+DELETE FROM export_outbox WHERE published_at < now() - make_interval(days => $1)
+"""
+
+
+async def enqueue(
+    conn: Executor,
+    target: str,
+    routing_key: str,
+    message_id: str,
+    body: dict[str, Any],
+    headers: dict[str, Any] | None = None,
+) -> None:
+    """Queue a message in the caller's transaction; `target` is 'requests' or 'events'."""
+    await conn.execute(INSERT, target, routing_key, message_id, body, headers or {})
+
+
+async def backlog(conn: Executor) -> tuple[int, float]:
+    row = await conn.fetchrow(BACKLOG)
+    assert row is not None
+    return int(row["backlog"]), float(row["lag"])
+
+
+class Relay:
+    """Publishes outbox rows in order, in batches, waking on NOTIFY with a poll as fallback."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, broker: Broker, batch: int = 200):
+        self.settings = settings
+        self.pool = pool
+        self.broker = broker
+        self.batch = batch
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = await self._listen()
+        backoff = 0.2
+        try:
+            while not stop.is_set():
+                try:
+                    published = await self.publish_batch()
+                    backoff = 0.2
+                except Exception as exc:  # broker or database away: keep rows, retry later
+                    log.warning("relay: publish failed, will retry", extra={"error": str(exc)})
+                    published = 0
+                    await _sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if published >= self.batch:
+                    continue  # more waiting: don't sleep under load
+                if listener is None or listener.is_closed():
+                    listener = await self._listen()
+                self._wake.clear()
+                await _wait_any(stop, self._wake, self.settings.relay_poll_seconds)
+        finally:
+            if listener is not None and not listener.is_closed():
+                await listener.close()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        try:
+            conn = await connect(self.settings)
+            await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+            return conn
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("relay: LISTEN unavailable, polling", extra={"error": str(exc)})
+            return None
+
+    async def publish_batch(self) -> int:
+        """Publish one batch; returns how many rows were published."""
+        ids: list[int] = []
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(CLAIM_BATCH, self.batch)
+                ids = [r["outbox_id"] for r in rows]
+                if not rows:
+                    return 0
+                await asyncio.gather(*(self._publish(row) for row in rows))
+                await conn.execute(MARK_PUBLISHED, ids)
+        except Exception as exc:
+            if ids:  # after the rollback released the rows' locks
+                with contextlib.suppress(Exception):
+                    await self.pool.execute(MARK_FAILED, ids, str(exc)[:500])
+            raise
+        metrics.OUTBOX_PUBLISHED.inc(len(ids))
+        return len(ids)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        body = row["body"]
+        await self.broker.publish(
+            row["exchange"],
+            row["routing_key"],
+            json.dumps(body).encode(),
+            message_id=row["message_id"],
+            headers=row["headers"],
+        )
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

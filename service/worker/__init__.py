@@ -1,0 +1,1 @@
+"""The worker: consumes export requests and runs each job's strategy."""

@@ -1,0 +1,368 @@
+"""Runs one job's steps: live progress, per-step timeouts, retries, rollback, cancellation, resume.
+
+The caller (the consumer) has claimed the job row; this module moves it to a terminal
+status, or re-raises CancelledError when the worker itself is stopping (shutdown, lost
+lease), leaving the job for another worker to resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from uuid import UUID
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+    wait_none,
+)
+
+from service import jobs, metrics, outbox
+from service.config import Settings
+from service.db import Executor
+from service.errors import ExportError, PermanentError, StepTimeout, is_transient
+from service.jobs import JobStatus
+from service.logs import bind
+from service.steps import Step, StepContext, Strategy
+
+__all__ = ["JobRun", "StopReason", "run_job"]
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5  # seconds between within-step progress writes
+
+
+class StopReason(StrEnum):
+    """Why the orchestrator's task was cancelled from outside."""
+
+    CANCEL_REQUESTED = "cancel_requested"
+    SHUTDOWN = "shutdown"
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass
+class JobRun:
+    """A claimed job on its way to a terminal status."""
+
+    job: asyncpg.Record
+    strategy: Strategy
+    ctx: StepContext
+    worker_id: str
+    stop_reason: StopReason | None = None
+    completed: list[int] = field(default_factory=list)  # positions, in completion order
+
+    @property
+    def job_id(self) -> UUID:
+        return self.ctx.job_id
+
+    def labels(self) -> tuple[str, str]:
+        return self.strategy.tool_type, self.strategy.format
+
+
+async def run_job(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> JobStatus:
+    """Run the job to a terminal status and return it (see module docstring)."""
+    bind(job_id=run.job_id, attempt=run.ctx.attempt, strategy=run.strategy.name)
+    started = time.monotonic()
+    tool_type, fmt = run.labels()
+    metrics.JOBS_IN_PROGRESS.labels(tool_type, fmt).inc()
+    try:
+        status = await _run(run, pool, settings)
+    finally:
+        metrics.JOBS_IN_PROGRESS.labels(tool_type, fmt).dec()
+    metrics.JOBS_FINISHED.labels(tool_type, fmt, status.value).inc()
+    metrics.JOB_DURATION.labels(tool_type, fmt, status.value).observe(time.monotonic() - started)
+    return status
+
+
+async def _run(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> JobStatus:
+    if run.job["status"] == JobStatus.CANCELLING:  # claimed while a cancel was pending
+        return await _cancel(run, pool)
+    if run.job["deliveries"] > settings.delivery_limit:
+        error: ExportError = PermanentError(
+            f"the job was delivered {run.job['deliveries']} times; the limit is {settings.delivery_limit}",
+            code="delivery_limit",
+        )
+        return await _fail(run, pool, error)
+    try:
+        await _resume_point(run, pool)
+        await _run_steps(run, pool, settings)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if run.stop_reason is not StopReason.CANCEL_REQUESTED:
+            raise  # the worker is stopping; the job stays claimable for another worker
+        if task is not None:
+            task.uncancel()
+        return await _cancel(run, pool)
+    except Exception as exc:
+        error = (
+            exc
+            if isinstance(exc, ExportError)
+            else PermanentError(f"{type(exc).__name__}: {exc}", code="step_failed")
+        )
+        return await _fail(run, pool, error)
+    return JobStatus.COMPLETED if await _complete(run, pool) else await _cancel(run, pool)
+
+
+async def _resume_point(run: JobRun, pool: asyncpg.Pool) -> None:
+    """Skip the completed steps of an earlier run whose outputs still exist."""
+    rows = await pool.fetch(jobs.COMPLETED_STEPS, run.job_id, run.ctx.attempt)
+    done = {r["position"] for r in rows}
+    run.ctx.workdir.mkdir(parents=True, exist_ok=True)
+    for position, step in enumerate(run.strategy.steps, start=1):
+        if position not in done or not _outputs_exist(run.ctx, step):
+            break
+        run.completed.append(position)
+    if run.completed:
+        log.info("resuming after completed steps", extra={"skipped": len(run.completed)})
+        await jobs.add_event(pool, run.job_id, "resumed", skipped=len(run.completed))
+
+
+def _outputs_exist(ctx: StepContext, step: Step) -> bool:
+    return all((ctx.workdir / name).exists() for name in step.outputs)
+
+
+async def _run_steps(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> None:
+    steps = run.strategy.steps
+    for position, step in enumerate(steps, start=1):
+        if position in run.completed:
+            continue
+        bind(step=step.name)
+        await _start_step(run, pool, position, step)
+        began = time.monotonic()
+        try:
+            await _attempts(run, pool, settings, position, step)
+        except BaseException as exc:
+            outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            metrics.STEP_DURATION.labels(run.strategy.name, step.name, outcome).observe(
+                time.monotonic() - began
+            )
+            await pool.execute(
+                jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "failed", _describe(exc)
+            )
+            raise
+        metrics.STEP_DURATION.labels(run.strategy.name, step.name, "completed").observe(
+            time.monotonic() - began
+        )
+        run.completed.append(position)
+        if position < len(steps):  # the last step completes together with the job
+            await _record_step_done(run, pool, position, step)
+
+
+async def _start_step(run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(jobs.START_STEP, run.job_id, run.worker_id, step.description[:255])
+        await conn.execute(jobs.UPSERT_STEP, run.job_id, run.ctx.attempt, position, step.name)
+    log.info("step started", extra={"position": position})
+    _install_progress(run, pool, position)
+
+
+def _install_progress(run: JobRun, pool: asyncpg.Pool, position: int) -> None:
+    """Let the step report a fraction done; persisted at most every PROGRESS_INTERVAL."""
+    total = len(run.strategy.steps)
+    last_write = 0.0
+    loop = asyncio.get_running_loop()
+
+    def report(fraction: float) -> None:
+        nonlocal last_write
+        now = time.monotonic()
+        if now - last_write < PROGRESS_INTERVAL:
+            return
+        last_write = now
+        percent = jobs.progress_percentage(position - 1, total, fraction)
+
+        def write() -> None:
+            task = loop.create_task(pool.execute(jobs.PROGRESS, run.job_id, run.worker_id, percent))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+        # Steps may report from worker threads; the write always happens on the loop.
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            write()
+        else:
+            loop.call_soon_threadsafe(write)
+
+    run.ctx.report = report
+
+
+async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, position: int, step: Step) -> None:
+    timeout = step.timeout or settings.step_timeout_seconds
+    backoff = settings.retry_backoff_seconds
+    wait = wait_exponential_jitter(initial=backoff, max=30, jitter=backoff) if backoff else wait_none()
+
+    async def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        metrics.STEP_RETRIES.labels(run.strategy.name, step.name).inc()
+        log.warning(
+            "step failed, retrying",
+            extra={"try": state.attempt_number, "error": _describe(exc)},
+        )
+        await jobs.add_event(
+            pool,
+            run.job_id,
+            "retry",
+            step=step.name,
+            attempt=state.attempt_number,
+            error=_describe(exc),
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(settings.step_max_attempts if step.retryable else 1),
+        wait=wait,
+        retry=retry_if_exception(is_transient),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            began = time.monotonic()
+            error = None
+            try:
+                async with asyncio.timeout(timeout):
+                    await step.run(run.ctx)
+            except TimeoutError:
+                elapsed = time.monotonic() - began
+                error = StepTimeout(f"step {step.name!r} timed out after {elapsed:.1f}s (limit {timeout:g}s)")
+            except Exception as exc:
+                await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, _describe(exc))
+                raise
+            if error is not None:
+                await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, error.message)
+                raise error
+            await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, None)
+
+
+async def _record_step_done(run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
+    percent = jobs.progress_percentage(position, len(run.strategy.steps))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "completed", None)
+        await conn.execute(jobs.STEP_PROGRESS, run.job_id, run.worker_id, position, percent)
+        await jobs.add_event(conn, run.job_id, "step_completed", step=step.name, position=position)
+    log.info("step completed", extra={"position": position})
+
+
+async def _complete(run: JobRun, pool: asyncpg.Pool) -> bool:
+    """Commit `completed` with the last step; False when a cancel got there first."""
+    package = run.ctx.package
+    if package is None:
+        raise PermanentError("strategy finished without producing a package", code="no_package")
+    last = len(run.strategy.steps)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            jobs.COMPLETE, run.job_id, run.worker_id, package.key, package.size, package.sha256
+        )
+        if row is None:
+            return False
+        await conn.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, last, "completed", None)
+        await jobs.add_event(conn, run.job_id, "completed", size=package.size, sha256=package.sha256)
+        await _terminal_event(conn, row)
+    await _remove_workdir(run)
+    log.info("job completed", extra={"size": package.size})
+    return True
+
+
+async def _fail(run: JobRun, pool: asyncpg.Pool, error: ExportError) -> JobStatus:
+    log.error("job failed", extra={"code": error.code, "error": error.message})
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(jobs.FAIL, run.job_id, error.code, error.message, ["in_progress"])
+        if row is None:  # a cancel arrived meanwhile: the user's request wins
+            return await _cancel(run, pool)
+        await jobs.add_event(conn, run.job_id, "failed", code=error.code, error=error.message)
+        if not run.completed:
+            await _terminal_event(conn, row)
+    if not run.completed:
+        await _remove_workdir(run)
+        return JobStatus.FAILED
+    await _undo(run, pool, reason="failure")
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(jobs.ROLLED_BACK, run.job_id)
+        if row is not None:
+            await _terminal_event(conn, row)
+    return JobStatus.ROLLED_BACK
+
+
+async def _cancel(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
+    run.ctx.cancelled.set()
+    log.info("job cancelling", extra={"undo": len(run.completed)})
+    await _undo(run, pool, reason="cancel")
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(jobs.CANCELLED, run.job_id)
+        if row is not None:
+            await jobs.add_event(conn, run.job_id, "cancelled")
+            await _terminal_event(conn, row)
+    return JobStatus.CANCELLED
+
+
+async def _undo(run: JobRun, pool: asyncpg.Pool, reason: str) -> None:
+    """Undo completed steps in reverse order; one undo failing does not stop the others."""
+    if run.completed:
+        metrics.ROLLBACKS.labels(*run.labels(), reason).inc()
+    steps = run.strategy.steps
+    for position in sorted(run.completed, reverse=True):
+        step = steps[position - 1]
+        try:
+            await step.undo(run.ctx)
+        except Exception as exc:
+            log.exception("undo failed", extra={"step": step.name})
+            await pool.execute(
+                jobs.FINISH_STEP,
+                run.job_id,
+                run.ctx.attempt,
+                position,
+                "undo_failed",
+                _describe(exc),
+            )
+            await jobs.add_event(pool, run.job_id, "undo_failed", step=step.name, error=_describe(exc))
+            continue
+        await pool.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "undone", None)
+        await jobs.add_event(pool, run.job_id, "rollback", step=step.name)
+    await _remove_workdir(run)
+
+
+async def _remove_workdir(run: JobRun) -> None:
+    await asyncio.to_thread(shutil.rmtree, run.ctx.workdir, True)
+
+
+async def _terminal_event(conn: Executor, row: asyncpg.Record) -> None:
+    """Queue export.completed / export.failed / export.cancelled with the terminal status."""
+    status = row["status"]
+    kind = {"completed": "completed", "cancelled": "cancelled"}.get(status, "failed")
+    await outbox.enqueue(
+        conn,
+        "events",
+        f"export.{kind}",
+        f"{row['job_id']}:{row['attempt']}:{status}",
+        {
+            "schema": f"export.{kind}.v1",
+            "job_id": str(row["job_id"]),
+            "tool_id": str(row["tool_id"]),
+            "user_id": str(row["user_id"]) if row["user_id"] else None,
+            "format": row["format"],
+            "status": status,
+            "attempt": row["attempt"],
+            "error_code": row["error_code"],
+            "package_size_bytes": row["package_size_bytes"],
+            "package_sha256": row["package_sha256"],
+            "finished_at": row["updated_at"].isoformat(),
+        },
+    )
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    if isinstance(exc, ExportError):
+        return f"{exc.code}: {exc.message}"[:2000]
+    if isinstance(exc, asyncio.CancelledError):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"[:2000]
