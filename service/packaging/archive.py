@@ -19,8 +19,8 @@ from typing import IO, Any
 from service.errors import InvalidInput
 
 __all__ = [
-    "MANIFEST",
     "FORMAT_VERSION",
+    "MANIFEST",
     "file_sha256",
     "safe_relpath",
     "verify_archive",
@@ -95,9 +95,11 @@ def _entries(root: Path) -> Iterable[Path]:
 
 def write_tar_gz(root: Path, dest: Path) -> None:
     """A reproducible .tar.gz of `root` (manifest first)."""
-    with dest.open("wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6
-    ) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        dest.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for path in _entries(root):
             rel = path.relative_to(root).as_posix()
             info = tarfile.TarInfo(rel)
