@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -134,3 +135,5 @@ class Broker:
         if self.connection is not None:
             await self.connection.close()
             self.connection = None
+            # aio-pika finishes close callbacks in tasks of their own; let them run.
+            await asyncio.sleep(0.01)

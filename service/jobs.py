@@ -223,3 +223,15 @@ def progress_percentage(steps_done: int, steps_total: int, fraction: float = 0.0
         return 0
     value = int(100 * (steps_done + max(0.0, min(fraction, 1.0))) / steps_total)
     return max(0, min(value, 99))
+
+
+async def request_cancel(conn: Executor, job_id: UUID) -> asyncpg.Record | None:
+    """Cancel a pending job at once or ask its worker to stop; None if it already finished.
+
+    Call inside a transaction: the NOTIFY reaches the worker only when it commits.
+    """
+    row = await conn.fetchrow(REQUEST_CANCEL, job_id)
+    if row is not None:
+        await conn.execute("SELECT pg_notify('exporter_cancel', $1)", str(job_id))
+        await add_event(conn, job_id, "cancel_requested", status=row["status"])
+    return row

@@ -38,6 +38,10 @@ def create_app(settings: Settings, *, with_relay: bool = True) -> FastAPI:
         app.state.broker = broker
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
+        with contextlib.suppress(Exception):
+            # Usually the broker is up: connect before serving. If it is down, the API
+            # still accepts jobs into the outbox and the task below keeps trying.
+            await broker.connect(timeout=3)
         tasks.append(asyncio.create_task(_connect_broker(broker, settings, stop, tasks, with_relay, app)))
         tasks.append(asyncio.create_task(monitor(settings, app.state.pool, broker, stop)))
         try:
@@ -105,9 +109,9 @@ async def _connect_broker(
 ) -> None:
     """Connect in the background: the API accepts jobs into the outbox while the broker is down."""
     delay = 0.5
-    while not stop.is_set():
+    while not stop.is_set() and not broker.is_connected:
         try:
-            await broker.connect()
+            await broker.connect(timeout=5)
             break
         except Exception as exc:
             log.warning("broker unavailable; retrying", extra={"error": str(exc)})

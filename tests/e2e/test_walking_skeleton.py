@@ -23,7 +23,9 @@ RECORDS = [{"email": f"user{i}@example.com", "score": i, "note": "naïve ☃ caf
 ASSETS = [("images/logo.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))]
 
 
-def wait_for_status(client: httpx.Client, url: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+def wait_for_status(
+    client: httpx.Client, url: str, statuses: set[str], timeout: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     seen: list[str] = []
     while time.monotonic() < deadline:

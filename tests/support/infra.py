@@ -101,13 +101,16 @@ async def delete_topology(amqp_url: str, prefix: str) -> None:
         connection = await aio_pika.connect(amqp_url, timeout=5)
     except Exception:
         return
-    async with connection:
+    try:
         for queue in (f"{prefix}.requests", f"{prefix}.dead"):
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.queue_delete(queue)
+            # A failed delete closes the channel, so each gets its own.
+            async with connection.channel() as channel:
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(queue)
         for exchange in (prefix, f"{prefix}.dlx", f"{prefix}.events"):
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.exchange_delete(exchange)
-        await asyncio.sleep(0)
+            async with connection.channel() as channel:
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+        await asyncio.sleep(0.01)

@@ -1,0 +1,133 @@
+"""Worker processes that die or are stopped mid-job: nothing lost, nothing redone."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import asyncpg
+
+from service.config import Settings
+from tests.support.api import api_client
+from tests.support.jobs import events, scripted, scripted_tool, submit, terminal_messages, wait_status
+from tests.support.processes import free_port, settings_env, start
+from tests.support.scripted import read_journal
+
+
+def _worker(settings: Settings, tmp_path: Path, name: str):  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = settings_env(settings, metrics_port=port)
+    return start(["worker"], env, f"http://127.0.0.1:{port}/readyz", tmp_path / f"{name}.log")
+
+
+async def _wait_journal(journal: Path, line: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if line in read_journal(journal):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{line!r} never appeared in the journal: {read_journal(journal)}")
+
+
+async def test_sigkill_mid_job_then_another_worker_resumes_without_redoing(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    settings = scripted(settings, lease_seconds=2, heartbeat_seconds=0.5)
+    journal = tmp_path / "journal"
+    user, tool = await scripted_tool(pool, journal, {"s3": {"sleep": 3}})
+    first = _worker(settings, tmp_path, "first")
+    second = None
+    try:
+        async with api_client(settings) as client:
+            job_id = await submit(client, settings, user, tool)
+            await _wait_journal(journal, "run:s3")
+            first.stop(signal.SIGKILL)
+            assert first.popen.returncode == -signal.SIGKILL
+            assert (
+                await pool.fetchval("SELECT status::text FROM export_jobs WHERE job_id = $1", job_id)
+            ) == "in_progress"
+            second = _worker(settings, tmp_path, "second")
+            row = await wait_status(pool, job_id, timeout=40)
+    finally:
+        first.stop(signal.SIGKILL)
+        if second is not None:
+            second.stop()
+    assert row["status"] == "completed", second.log() if second else ""
+    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s3", "run:s4"]
+    assert row["deliveries"] == 2
+    assert "resumed" in await events(pool, job_id)
+    assert await terminal_messages(pool, job_id) == ["export.completed"]
+
+
+async def test_sigterm_lets_the_running_job_finish(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    settings = scripted(settings, shutdown_grace_seconds=20)
+    journal = tmp_path / "journal"
+    user, tool = await scripted_tool(pool, journal, {"s2": {"sleep": 2}})
+    worker = _worker(settings, tmp_path, "worker")
+    try:
+        async with api_client(settings) as client:
+            job_id = await submit(client, settings, user, tool)
+            await _wait_journal(journal, "run:s2")
+            worker.popen.send_signal(signal.SIGTERM)
+            assert worker.popen.wait(30) == 0
+    finally:
+        worker.stop(signal.SIGKILL)
+    row = await wait_status(pool, job_id, timeout=1)
+    assert row["status"] == "completed"
+    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s4"]
+
+
+async def test_sigterm_past_the_grace_period_hands_the_job_to_another_worker(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    settings = scripted(settings, shutdown_grace_seconds=0.5)
+    journal = tmp_path / "journal"
+    user, tool = await scripted_tool(pool, journal, {"s3": {"sleep": 4}})
+    first = _worker(settings, tmp_path, "first")
+    second = None
+    try:
+        async with api_client(settings) as client:
+            job_id = await submit(client, settings, user, tool)
+            await _wait_journal(journal, "run:s3")
+            first.popen.send_signal(signal.SIGTERM)
+            assert first.popen.wait(15) == 0
+            second = _worker(settings, tmp_path, "second")
+            row = await wait_status(pool, job_id, timeout=30)
+    finally:
+        first.stop(signal.SIGKILL)
+        if second is not None:
+            second.stop()
+    assert row["status"] == "completed"
+    # s1 and s2 kept their outputs on this machine, so only the interrupted step runs again.
+    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s3", "run:s4"]
+    assert await terminal_messages(pool, job_id) == ["export.completed"]
+
+
+async def test_resume_starts_over_when_completed_outputs_are_gone(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    import shutil
+
+    settings = scripted(settings, lease_seconds=2, heartbeat_seconds=0.5)
+    journal = tmp_path / "journal"
+    user, tool = await scripted_tool(pool, journal, {"s3": {"sleep": 3}})
+    first = _worker(settings, tmp_path, "first")
+    second = None
+    try:
+        async with api_client(settings) as client:
+            job_id = await submit(client, settings, user, tool)
+            await _wait_journal(journal, "run:s3")
+            first.stop(signal.SIGKILL)
+            shutil.rmtree(settings.work_dir / f"{job_id}-1")  # as if resumed on another machine
+            second = _worker(settings, tmp_path, "second")
+            row = await wait_status(pool, job_id, timeout=40)
+    finally:
+        first.stop(signal.SIGKILL)
+        if second is not None:
+            second.stop()
+    assert row["status"] == "completed"
+    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s1", "run:s2", "run:s3", "run:s4"]
