@@ -18,9 +18,11 @@ Handler = Callable[[argparse.Namespace, Settings], int | None]
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from service import migrations
-    from service.db import connect
+    from service.db import connect, ensure_database
 
     async def go() -> int:
+        if args.action == "up" and await ensure_database(settings):
+            print("migrate: created the database")
         conn = await connect(settings)
         try:
             if args.action == "up":

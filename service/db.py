@@ -33,3 +33,27 @@ async def connect(settings: Settings, **kwargs: Any) -> asyncpg.Connection:
     conn: asyncpg.Connection = await asyncpg.connect(settings.database_url, **kwargs)
     await _init(conn)
     return conn
+
+
+async def ensure_database(settings: Settings) -> bool:
+    """Create the database named in DATABASE_URL if it doesn't exist; True if created."""
+    from urllib.parse import urlparse, urlunparse
+
+    try:
+        conn = await asyncpg.connect(settings.database_url)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        return False
+    parsed = urlparse(settings.database_url)
+    name = parsed.path.lstrip("/")
+    admin = await asyncpg.connect(urlunparse(parsed._replace(path="/postgres")))
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await admin.execute(f"CREATE DATABASE {quoted}")
+    except asyncpg.DuplicateDatabaseError:
+        return False
+    finally:
+        await admin.close()
+    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -79,6 +80,13 @@ async def test_sigterm_lets_the_running_job_finish(
     row = await wait_status(pool, job_id, timeout=1)
     assert row["status"] == "completed"
     assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s4"]
+    # Every log line about the job is JSON carrying job id, attempt and worker id; step lines name the step.
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    about_job = [line for line in lines if line.get("job_id") == str(job_id)]
+    assert {"step started", "step completed", "job completed"} <= {line["msg"] for line in about_job}
+    for line in about_job:
+        assert line["attempt"] == "1" and line["worker_id"], line
+    assert {line["step"] for line in about_job if line["msg"] == "step started"} == {"s1", "s2", "s3", "s4"}
 
 
 async def test_sigterm_past_the_grace_period_hands_the_job_to_another_worker(
