@@ -231,3 +231,21 @@ async def _wait_for_step(pool: asyncpg.Pool, job_id: object, description: str, t
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"step {description!r} never started")
+
+
+async def test_a_worker_runs_at_most_its_concurrency(settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    settings = scripted(settings, worker_concurrency=2)
+    journal = tmp_path / "journal"
+    user, tool = await scripted_tool(pool, journal, {"s2": {"sleep": 0.8}})
+    peak = 0
+    async with api_client(settings) as client, worker_running(settings):
+        ids = [await submit(client, settings, user, tool) for _ in range(5)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            running = await pool.fetchval("SELECT count(*) FROM export_jobs WHERE status = 'in_progress'")
+            peak = max(peak, running)
+            if await pool.fetchval("SELECT count(*) FROM export_jobs WHERE status = 'completed'") == 5:
+                break
+            await asyncio.sleep(0.02)
+    assert peak == 2
+    assert {(await wait_status(pool, job_id))["status"] for job_id in ids} == {"completed"}
