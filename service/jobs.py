@@ -131,6 +131,15 @@ WHERE job_id = $1 AND status = ANY($4::export_job_status[])
 RETURNING *
 """
 
+# The orchestrator's failure: only from a running job this worker still owns.
+FAIL_OWNED = """
+UPDATE export_jobs
+SET status = 'failed', error_code = $2, error_message = $3, current_step = NULL,
+    completed_at = now(), updated_at = now(), worker_id = NULL, heartbeat_at = NULL
+WHERE job_id = $1 AND status = 'in_progress' AND worker_id = $4
+RETURNING *
+"""
+
 ROLLED_BACK = """
 UPDATE export_jobs SET status = 'rolled_back', updated_at = now()
 WHERE job_id = $1 AND status = 'failed'
@@ -143,7 +152,7 @@ SET status = 'cancelled', current_step = NULL, completed_at = now(), updated_at 
     worker_id = NULL, heartbeat_at = NULL,
     error_code = coalesce(error_code, 'cancelled'),
     error_message = coalesce(error_message, 'cancelled on request')
-WHERE job_id = $1 AND status = 'cancelling'
+WHERE job_id = $1 AND status = 'cancelling' AND (worker_id = $2 OR worker_id IS NULL)
 RETURNING *
 """
 

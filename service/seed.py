@@ -10,7 +10,7 @@ from service.db import connect
 
 __all__ = ["seed", "token_for"]
 
-USERS = (
+USERS: tuple[tuple[str, list[str]], ...] = (
     ("exporter@example.com", ["exporter"]),
     ("admin@example.com", ["admin"]),
     ("viewer@example.com", []),

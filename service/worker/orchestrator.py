@@ -83,6 +83,7 @@ async def run_job(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> JobSta
 
 
 async def _run(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> JobStatus:
+    await _resume_point(run, pool)
     if run.job["status"] == JobStatus.CANCELLING:  # claimed while a cancel was pending
         return await _cancel(run, pool)
     if run.job["deliveries"] > settings.delivery_limit:
@@ -92,7 +93,6 @@ async def _run(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> JobStatus
         )
         return await _fail(run, pool, error)
     try:
-        await _resume_point(run, pool)
         await _run_steps(run, pool, settings)
     except asyncio.CancelledError:
         task = asyncio.current_task()
@@ -108,7 +108,7 @@ async def _run(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> JobStatus
             else PermanentError(f"{type(exc).__name__}: {exc}", code="step_failed")
         )
         return await _fail(run, pool, error)
-    return JobStatus.COMPLETED if await _complete(run, pool) else await _cancel(run, pool)
+    return await _complete(run, pool)
 
 
 async def _resume_point(run: JobRun, pool: asyncpg.Pool) -> None:
@@ -251,8 +251,18 @@ async def _record_step_done(run: JobRun, pool: asyncpg.Pool, position: int, step
     log.info("step completed", extra={"position": position})
 
 
-async def _complete(run: JobRun, pool: asyncpg.Pool) -> bool:
-    """Commit `completed` with the last step; False when a cancel got there first."""
+async def _lost_race(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
+    """A transition matched no row: follow a cancel request, or leave a job we no longer own."""
+    row = await jobs.get_job(pool, run.job_id)
+    if row is not None and row["status"] == JobStatus.CANCELLING and row["worker_id"] == run.worker_id:
+        return await _cancel(run, pool)
+    # Another worker took the job over (our lease ran out): touch nothing of it.
+    log.warning("job no longer ours; leaving it", extra={"status": row["status"] if row else None})
+    return JobStatus(row["status"]) if row is not None else JobStatus.FAILED
+
+
+async def _complete(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
+    """Commit `completed` together with the last step."""
     package = run.ctx.package
     if package is None:
         raise PermanentError("strategy finished without producing a package", code="no_package")
@@ -262,21 +272,21 @@ async def _complete(run: JobRun, pool: asyncpg.Pool) -> bool:
             jobs.COMPLETE, run.job_id, run.worker_id, package.key, package.size, package.sha256
         )
         if row is None:
-            return False
+            return await _lost_race(run, pool)
         await conn.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, last, "completed", None)
         await jobs.add_event(conn, run.job_id, "completed", size=package.size, sha256=package.sha256)
         await _terminal_event(conn, row)
     await _remove_workdir(run)
     log.info("job completed", extra={"size": package.size})
-    return True
+    return JobStatus.COMPLETED
 
 
 async def _fail(run: JobRun, pool: asyncpg.Pool, error: ExportError) -> JobStatus:
     log.error("job failed", extra={"code": error.code, "error": error.message})
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(jobs.FAIL, run.job_id, error.code, error.message, ["in_progress"])
-        if row is None:  # a cancel arrived meanwhile: the user's request wins
-            return await _cancel(run, pool)
+        row = await conn.fetchrow(jobs.FAIL_OWNED, run.job_id, error.code, error.message, run.worker_id)
+        if row is None:  # a cancel arrived meanwhile (the user's request wins), or the job moved on
+            return await _lost_race(run, pool)
         await jobs.add_event(conn, run.job_id, "failed", code=error.code, error=error.message)
         if not run.completed:
             await _terminal_event(conn, row)
@@ -296,7 +306,7 @@ async def _cancel(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
     log.info("job cancelling", extra={"undo": len(run.completed)})
     await _undo(run, pool, reason="cancel")
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(jobs.CANCELLED, run.job_id)
+        row = await conn.fetchrow(jobs.CANCELLED, run.job_id, run.worker_id)
         if row is not None:
             await jobs.add_event(conn, run.job_id, "cancelled")
             await _terminal_event(conn, row)
