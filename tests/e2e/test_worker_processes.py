@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -32,9 +33,10 @@ async def _wait_journal(journal: Path, line: str, timeout: float = 20) -> None:
     raise AssertionError(f"{line!r} never appeared in the journal: {read_journal(journal)}")
 
 
-async def test_sigkill_mid_job_then_another_worker_resumes_without_redoing(
-    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
-) -> None:
+async def _kill_mid_step_then_resume(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path, *, lose_outputs: bool
+) -> tuple[asyncpg.Record, list[str]]:
+    """SIGKILL a worker during s3, start a second one; returns the final row and journal."""
     settings = scripted(settings, lease_seconds=2, heartbeat_seconds=0.5)
     journal = tmp_path / "journal"
     user, tool = await scripted_tool(pool, journal, {"s3": {"sleep": 3}})
@@ -46,9 +48,10 @@ async def test_sigkill_mid_job_then_another_worker_resumes_without_redoing(
             await _wait_journal(journal, "run:s3")
             first.stop(signal.SIGKILL)
             assert first.popen.returncode == -signal.SIGKILL
-            assert (
-                await pool.fetchval("SELECT status::text FROM export_jobs WHERE job_id = $1", job_id)
-            ) == "in_progress"
+            status = await pool.fetchval("SELECT status::text FROM export_jobs WHERE job_id = $1", job_id)
+            assert status == "in_progress"
+            if lose_outputs:  # as if the job resumed on another machine
+                shutil.rmtree(settings.work_dir / f"{job_id}-1")
             second = _worker(settings, tmp_path, "second")
             row = await wait_status(pool, job_id, timeout=40)
     finally:
@@ -56,10 +59,24 @@ async def test_sigkill_mid_job_then_another_worker_resumes_without_redoing(
         if second is not None:
             second.stop()
     assert row["status"] == "completed", second.log() if second else ""
-    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s3", "run:s4"]
-    assert row["deliveries"] == 2
-    assert "resumed" in await events(pool, job_id)
     assert await terminal_messages(pool, job_id) == ["export.completed"]
+    return row, read_journal(journal)
+
+
+async def test_sigkill_mid_job_then_another_worker_resumes_without_redoing(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    row, journal = await _kill_mid_step_then_resume(settings, pool, tmp_path, lose_outputs=False)
+    assert journal == ["run:s1", "run:s2", "run:s3", "run:s3", "run:s4"]
+    assert row["deliveries"] == 2
+    assert "resumed" in await events(pool, row["job_id"])
+
+
+async def test_resume_starts_over_when_completed_outputs_are_gone(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    _, journal = await _kill_mid_step_then_resume(settings, pool, tmp_path, lose_outputs=True)
+    assert journal == ["run:s1", "run:s2", "run:s3", "run:s1", "run:s2", "run:s3", "run:s4"]
 
 
 async def test_sigterm_lets_the_running_job_finish(
@@ -113,29 +130,3 @@ async def test_sigterm_past_the_grace_period_hands_the_job_to_another_worker(
     # s1 and s2 kept their outputs on this machine, so only the interrupted step runs again.
     assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s3", "run:s4"]
     assert await terminal_messages(pool, job_id) == ["export.completed"]
-
-
-async def test_resume_starts_over_when_completed_outputs_are_gone(
-    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
-) -> None:
-    import shutil
-
-    settings = scripted(settings, lease_seconds=2, heartbeat_seconds=0.5)
-    journal = tmp_path / "journal"
-    user, tool = await scripted_tool(pool, journal, {"s3": {"sleep": 3}})
-    first = _worker(settings, tmp_path, "first")
-    second = None
-    try:
-        async with api_client(settings) as client:
-            job_id = await submit(client, settings, user, tool)
-            await _wait_journal(journal, "run:s3")
-            first.stop(signal.SIGKILL)
-            shutil.rmtree(settings.work_dir / f"{job_id}-1")  # as if resumed on another machine
-            second = _worker(settings, tmp_path, "second")
-            row = await wait_status(pool, job_id, timeout=40)
-    finally:
-        first.stop(signal.SIGKILL)
-        if second is not None:
-            second.stop()
-    assert row["status"] == "completed"
-    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "run:s1", "run:s2", "run:s3", "run:s4"]
