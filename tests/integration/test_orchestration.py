@@ -233,7 +233,9 @@ async def _wait_for_step(pool: asyncpg.Pool, job_id: object, description: str, t
     raise AssertionError(f"step {description!r} never started")
 
 
-async def test_a_worker_runs_at_most_its_concurrency(settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+async def test_a_worker_runs_at_most_its_concurrency(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     settings = scripted(settings, worker_concurrency=2)
     journal = tmp_path / "journal"
     user, tool = await scripted_tool(pool, journal, {"s2": {"sleep": 0.8}})
