@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
+import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import InvalidInput
@@ -69,6 +70,26 @@ def parse_request(body: bytes) -> ExportRequested:
     if message.format not in FORMATS:
         raise InvalidInput(f"unknown format {message.format!r}", code="unknown_format")
     return message
+
+
+def job_event(row: asyncpg.Record) -> tuple[str, str, dict[str, Any]]:
+    """(routing key, message id, body) of the event announcing a job's terminal status."""
+    status = row["status"]
+    kind = {"completed": "completed", "cancelled": "cancelled"}.get(status, "failed")
+    body = {
+        "schema": f"export.{kind}.v1",
+        "job_id": str(row["job_id"]),
+        "tool_id": str(row["tool_id"]),
+        "user_id": str(row["user_id"]) if row["user_id"] else None,
+        "format": row["format"],
+        "status": status,
+        "attempt": row["attempt"],
+        "error_code": row["error_code"],
+        "package_size_bytes": row["package_size_bytes"],
+        "package_sha256": row["package_sha256"],
+        "finished_at": row["updated_at"].isoformat(),
+    }
+    return f"export.{kind}", f"{row['job_id']}:{row['attempt']}:{status}", body
 
 
 class Topology:

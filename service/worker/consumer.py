@@ -27,7 +27,7 @@ from service.config import Settings
 from service.errors import InvalidInput
 from service.jobs import TERMINAL, JobStatus
 from service.logs import bind
-from service.messages import REQUESTED_KEY, ExportRequested, parse_request
+from service.messages import REQUESTED_KEY, ExportRequested, job_event, parse_request
 from service.steps import StepContext
 from service.storage import Storage
 from service.strategies import Registry
@@ -260,6 +260,7 @@ class Worker:
                 row = await conn.fetchrow(jobs.FAIL, job_id, code, detail, ["pending", "in_progress"])
                 if row is not None:
                     await jobs.add_event(conn, job_id, "failed", code=code, error=detail)
+                    await outbox.enqueue(conn, "events", *job_event(row))
         await self._dead_letter(delivery, code, detail)
         await delivery.ack()
 
@@ -353,6 +354,7 @@ async def reap(pool: asyncpg.Pool, settings: Settings) -> int:
                 )
                 if failed is not None:
                     await jobs.add_event(conn, row["job_id"], "failed", code="delivery_limit")
+                    await outbox.enqueue(conn, "events", *job_event(failed))
                 continue
             await conn.execute(jobs.RELEASE_ORPHAN, row["job_id"])
             message = ExportRequested(

@@ -31,6 +31,7 @@ from service.db import Executor
 from service.errors import ExportError, PermanentError, StepTimeout, is_transient
 from service.jobs import JobStatus
 from service.logs import bind
+from service.messages import job_event
 from service.steps import Step, StepContext, Strategy
 
 __all__ = ["JobRun", "StopReason", "run_job"]
@@ -345,27 +346,7 @@ async def _remove_workdir(run: JobRun) -> None:
 
 async def _terminal_event(conn: Executor, row: asyncpg.Record) -> None:
     """Queue export.completed / export.failed / export.cancelled with the terminal status."""
-    status = row["status"]
-    kind = {"completed": "completed", "cancelled": "cancelled"}.get(status, "failed")
-    await outbox.enqueue(
-        conn,
-        "events",
-        f"export.{kind}",
-        f"{row['job_id']}:{row['attempt']}:{status}",
-        {
-            "schema": f"export.{kind}.v1",
-            "job_id": str(row["job_id"]),
-            "tool_id": str(row["tool_id"]),
-            "user_id": str(row["user_id"]) if row["user_id"] else None,
-            "format": row["format"],
-            "status": status,
-            "attempt": row["attempt"],
-            "error_code": row["error_code"],
-            "package_size_bytes": row["package_size_bytes"],
-            "package_sha256": row["package_sha256"],
-            "finished_at": row["updated_at"].isoformat(),
-        },
-    )
+    await outbox.enqueue(conn, "events", *job_event(row))
 
 
 def _describe(exc: BaseException | None) -> str:
