@@ -13,6 +13,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustConnection,
 )
 
@@ -64,13 +65,19 @@ class Broker:
         exchange = await channel.declare_exchange(t.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         dlx = await channel.declare_exchange(t.dlx, aio_pika.ExchangeType.TOPIC, durable=True)
         events = await channel.declare_exchange(t.events, aio_pika.ExchangeType.TOPIC, durable=True)
-        requests = await channel.declare_queue(
-            t.requests, durable=True, arguments=request_queue_arguments(self.settings, t)
-        )
+        requests = await self.request_queue(channel)
         await requests.bind(exchange, REQUESTED_KEY)
         dead = await channel.declare_queue(t.dead, durable=True, arguments={"x-queue-type": "quorum"})
         await dead.bind(dlx, "#")
         self.exchanges = {"requests": exchange, "dlx": dlx, "events": events}
+
+    async def request_queue(self, channel: AbstractChannel) -> AbstractQueue:
+        """Declare the request queue on `channel`; a robust channel restores it and its consumers."""
+        return await channel.declare_queue(
+            self.topology.requests,
+            durable=True,
+            arguments=request_queue_arguments(self.settings, self.topology),
+        )
 
     @property
     def is_connected(self) -> bool:
@@ -86,8 +93,10 @@ class Broker:
         headers: dict[str, Any] | None = None,
         timeout: float = 10,
     ) -> None:
-        """Publish persistently with `mandatory`; returns once the broker confirmed it.
+        """Publish persistently; returns once the broker confirmed it.
 
+        Requests and dead letters go out with `mandatory`: a message no queue takes is a
+        failure. Events may legitimately have no subscriber, so they don't.
         Raises when the broker nacks, returns the message as unroutable, or is unreachable.
         """
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -100,7 +109,9 @@ class Broker:
             headers=headers or {},
             timestamp=datetime.now(UTC),
         )
-        await self.exchanges[target].publish(message, routing_key, mandatory=True, timeout=timeout)
+        await self.exchanges[target].publish(
+            message, routing_key, mandatory=target != "events", timeout=timeout
+        )
 
     async def dead_letter(self, delivery: AbstractIncomingMessage, reason: str, detail: str) -> None:
         """Copy a delivery to the DLQ with why, confirmed, so the caller can then ack it."""

@@ -75,6 +75,10 @@ async def backlog(conn: Executor) -> tuple[int, float]:
     return int(row["backlog"]), float(row["lag"])
 
 
+class PublishFailed(Exception):
+    """Some outbox rows were not confirmed by the broker; they will be retried."""
+
+
 class Relay:
     """Publishes outbox rows in order, in batches, waking on NOTIFY with a poll as fallback."""
 
@@ -119,23 +123,28 @@ class Relay:
             return None
 
     async def publish_batch(self) -> int:
-        """Publish one batch; returns how many rows were published."""
-        ids: list[int] = []
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(CLAIM_BATCH, self.batch)
-                ids = [r["outbox_id"] for r in rows]
-                if not rows:
-                    return 0
-                await asyncio.gather(*(self._publish(row) for row in rows))
-                await conn.execute(MARK_PUBLISHED, ids)
-        except Exception as exc:
-            if ids:  # after the rollback released the rows' locks
-                with contextlib.suppress(Exception):
-                    await self.pool.execute(MARK_FAILED, ids, str(exc)[:500])
-            raise
-        metrics.OUTBOX_PUBLISHED.inc(len(ids))
-        return len(ids)
+        """Publish one batch; returns how many rows were published.
+
+        Rows are confirmed one by one: those the broker took are marked published, the
+        others stay for the next round, so one bad row never blocks the rest.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM_BATCH, self.batch)
+            if not rows:
+                return 0
+            results = await asyncio.gather(*(self._publish(row) for row in rows), return_exceptions=True)
+            published = [
+                row["outbox_id"] for row, result in zip(rows, results, strict=True) if result is None
+            ]
+            errors = [(row["outbox_id"], result) for row, result in zip(rows, results, strict=True) if result]
+            if published:
+                await conn.execute(MARK_PUBLISHED, published)
+            if errors:
+                await conn.execute(MARK_FAILED, [i for i, _ in errors], str(errors[0][1])[:500])
+        metrics.OUTBOX_PUBLISHED.inc(len(published))
+        if errors:
+            raise PublishFailed(f"{len(errors)} of {len(rows)} messages not confirmed: {errors[0][1]}")
+        return len(published)
 
     async def _publish(self, row: asyncpg.Record) -> None:
         body = row["body"]

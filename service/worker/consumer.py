@@ -76,7 +76,7 @@ class Worker:
         bind(worker_id=self.worker_id)
         channel = await self.broker.connection.channel()  # type: ignore[union-attr]
         await channel.set_qos(prefetch_count=self.settings.worker_concurrency)
-        self._queue = await channel.get_queue(self.broker.topology.requests, ensure=False)
+        self._queue = await self.broker.request_queue(channel)
         self._consumer_tag = await self._queue.consume(self._on_delivery)
         log.info("worker consuming", extra={"queue": self.broker.topology.requests})
         side = [
