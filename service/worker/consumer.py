@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "exporter_cancel"
 USER_EXISTS = "SELECT 1 FROM users WHERE user_id = $1"
+RETRY_DELIVERY_SECONDS = 2.0
 
 
 @dataclass
@@ -135,10 +136,11 @@ class Worker:
                     await delivery.ack()
             raise
         except Exception:
-            # Database or broker trouble before the job ran: let the broker deliver it again.
+            # Database or broker trouble outside any step: back off, then requeue a fresh
+            # copy, so an outage doesn't spend the message's delivery limit in a hot loop.
             log.exception("delivery failed; requeueing")
-            with contextlib.suppress(Exception):
-                await delivery.nack(requeue=True)
+            await asyncio.sleep(RETRY_DELIVERY_SECONDS)
+            await self._hand_back(delivery, message)
 
     async def _process(self, delivery: AbstractIncomingMessage, message: ExportRequested) -> None:
         strategy = self.registry.get((await self._tool_type(message), message.format))
@@ -269,9 +271,10 @@ class Worker:
         metrics.DEAD_LETTERED.labels(code).inc()
 
     async def _hand_back(self, delivery: AbstractIncomingMessage, message: ExportRequested) -> None:
-        """On shutdown: release the row and requeue a fresh copy, so no delivery count is spent."""
+        """Release the row and requeue a fresh copy, so no delivery count is spent."""
         try:
-            await self.pool.execute(jobs.RELEASE, message.job_id, self.worker_id)
+            with contextlib.suppress(Exception):  # the lease runs out anyway
+                await self.pool.execute(jobs.RELEASE, message.job_id, self.worker_id)
             await self.broker.publish(
                 "requests",
                 REQUESTED_KEY,
