@@ -7,6 +7,7 @@ never both move a job; a query that matched no row lost the race and says so.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,7 +16,7 @@ import asyncpg
 
 from service.db import Executor
 
-__all__ = ["TERMINAL", "JobStatus", "add_event", "get_job"]
+__all__ = ["TERMINAL", "JobFilter", "JobStatus", "add_event", "get_job", "list_jobs", "list_query"]
 
 
 class JobStatus(enum.StrEnum):
@@ -212,9 +213,82 @@ WHERE job_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3
 
 COUNT_BY_STATUS = "SELECT status::text, count(*) FROM export_jobs GROUP BY status"
 
+# A page of job history, newest first. The WHERE clause is assembled from LIST_FILTERS only,
+# values always as $n parameters. With `user_id` given and the cursor as a row comparison, a
+# page is one range scan of idx_export_jobs_user_created however deep it is, and jobs created
+# meanwhile sort before the cursor, so they never shift a page.
+LIST_JOBS = """
+SELECT * FROM export_jobs
+WHERE {where}
+ORDER BY created_at DESC, job_id DESC
+LIMIT {limit}
+"""
+
+LIST_FILTERS = {
+    "user_id": "user_id = {}",
+    "statuses": "status = ANY({}::export_job_status[])",
+    "tool_id": "tool_id = {}",
+    "created_after": "created_at >= {}",
+    "created_before": "created_at < {}",
+    "cursor": "(created_at, job_id) < ({}, {})",
+}
+
+# Whether the callback for one terminal status of one attempt went out already (or gave up).
+CALLBACK_DONE = """
+SELECT 1 FROM export_job_events
+WHERE job_id = $1 AND kind IN ('callback_delivered', 'callback_failed')
+  AND detail->>'attempt' = $2 AND detail->>'status' = $3
+LIMIT 1
+"""
+
 
 async def get_job(conn: Executor, job_id: UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(GET_JOB, job_id)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a history listing is narrowed to; None means no restriction."""
+
+    user_id: UUID | None = None
+    statuses: tuple[str, ...] = ()
+    tool_id: UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def list_query(where: JobFilter, cursor: tuple[datetime, UUID] | None, limit: int) -> tuple[str, list[Any]]:
+    """LIST_JOBS with the filters that apply, and its parameters."""
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def add(name: str, *values: Any) -> None:
+        slots = [f"${len(args) + i + 1}" for i in range(len(values))]
+        clauses.append(LIST_FILTERS[name].format(*slots))
+        args.extend(values)
+
+    if where.user_id is not None:
+        add("user_id", where.user_id)
+    if where.statuses:
+        add("statuses", list(where.statuses))
+    if where.tool_id is not None:
+        add("tool_id", where.tool_id)
+    if where.created_after is not None:
+        add("created_after", where.created_after)
+    if where.created_before is not None:
+        add("created_before", where.created_before)
+    if cursor is not None:
+        add("cursor", *cursor)
+    args.append(limit)
+    sql = LIST_JOBS.format(where=" AND ".join(clauses) or "true", limit=f"${len(args)}")
+    return sql, args
+
+
+async def list_jobs(
+    conn: Executor, where: JobFilter, cursor: tuple[datetime, UUID] | None, limit: int
+) -> list[asyncpg.Record]:
+    sql, args = list_query(where, cursor, limit)
+    return list(await conn.fetch(sql, *args))
 
 
 async def add_event(conn: Executor, job_id: UUID, kind: str, **detail: Any) -> None:

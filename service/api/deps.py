@@ -1,0 +1,77 @@
+"""Request-scoped dependencies as `Annotated` aliases, and the owner-or-admin lookup."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import asyncpg
+from fastapi import Depends, Header, Request
+
+from service import jobs
+from service.api.auth import Principal, authenticate
+from service.api.schemas import ErrorBody
+from service.config import Settings
+from service.db import Executor
+from service.errors import NotFound
+from service.storage import Storage
+from service.strategies import Registry
+
+__all__ = [
+    "PoolDep",
+    "PrincipalDep",
+    "RegistryDep",
+    "SettingsDep",
+    "StorageDep",
+    "errors",
+    "visible_job",
+]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def get_storage(request: Request) -> Storage:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+def get_principal(
+    settings: Annotated[Settings, Depends(get_settings)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    return authenticate(settings.jwt_secret, authorization)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries: each status answers with the JSON error body."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+def not_found(job_id: UUID) -> NotFound:
+    # One message and code for a missing job and for someone else's: nothing tells them apart.
+    return NotFound(f"export {job_id} not found", code="job_not_found")
+
+
+async def visible_job(conn: Executor, principal: Principal, job_id: UUID) -> asyncpg.Record:
+    """The job if the caller may see it; otherwise 404, the same as for a missing job."""
+    row = await jobs.get_job(conn, job_id)
+    if row is None or not principal.can_see(row["user_id"]):
+        raise not_found(job_id)
+    return row
