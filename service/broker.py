@@ -20,12 +20,16 @@ from aio_pika.abc import (
 from service.config import Settings
 from service.messages import REQUESTED_KEY, Topology
 
-__all__ = ["REASON_HEADER", "Broker"]
+__all__ = ["AT_HEADER", "DELIVERIES_HEADER", "DETAIL_HEADER", "REASON_HEADER", "Broker"]
 
 log = logging.getLogger(__name__)
 
 REASON_HEADER = "x-export-reason"
 DETAIL_HEADER = "x-export-detail"
+AT_HEADER = "x-export-dead-lettered-at"
+# The dead-letter queue sets x-delivery-count on its own deliveries, so the count the
+# request queue had is kept under a name of ours.
+DELIVERIES_HEADER = "x-export-deliveries"
 
 
 def request_queue_arguments(settings: Settings, topology: Topology) -> dict[str, Any]:
@@ -120,7 +124,8 @@ class Broker:
             {
                 REASON_HEADER: reason,
                 DETAIL_HEADER: detail[:1000],
-                "x-export-dead-lettered-at": datetime.now(UTC).isoformat(),
+                AT_HEADER: datetime.now(UTC).isoformat(),
+                DELIVERIES_HEADER: _delivery_count(headers) + 1,
                 "x-export-original-routing-key": delivery.routing_key or REQUESTED_KEY,
             }
         )
@@ -148,3 +153,11 @@ class Broker:
             self.connection = None
             # aio-pika finishes close callbacks in tasks of their own; let them run.
             await asyncio.sleep(0.01)
+
+
+def _delivery_count(headers: dict[str, Any]) -> int:
+    """Earlier deliveries of this message, as the quorum queue counted them."""
+    try:
+        return int(headers.get("x-delivery-count") or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -19,7 +19,7 @@ from service.broker import Broker
 from service.config import Settings
 from service.db import Executor, connect
 
-__all__ = ["Relay", "enqueue"]
+__all__ = ["Relay", "enqueue", "unpublished"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ CHANNEL = "exporter_outbox"
 INSERT = """
 INSERT INTO export_outbox (exchange, routing_key, message_id, body, headers)
 VALUES ($1, $2, $3, $4, $5)
+RETURNING outbox_id
 """
 
 # SKIP LOCKED lets several relays share the table without publishing a row twice.
@@ -38,6 +39,10 @@ WHERE published_at IS NULL
 ORDER BY outbox_id
 LIMIT $1
 FOR UPDATE SKIP LOCKED
+"""
+
+UNPUBLISHED = """
+SELECT outbox_id FROM export_outbox WHERE outbox_id = ANY($1::bigint[]) AND published_at IS NULL
 """
 
 MARK_PUBLISHED = "UPDATE export_outbox SET published_at = now() WHERE outbox_id = ANY($1::bigint[])"
@@ -64,9 +69,16 @@ async def enqueue(
     message_id: str,
     body: dict[str, Any],
     headers: dict[str, Any] | None = None,
-) -> None:
+) -> int:
     """Queue a message in the caller's transaction; `target` is 'requests' or 'events'."""
-    await conn.execute(INSERT, target, routing_key, message_id, body, headers or {})
+    outbox_id: int = await conn.fetchval(INSERT, target, routing_key, message_id, body, headers or {})
+    return outbox_id
+
+
+async def unpublished(conn: Executor, ids: list[int]) -> set[int]:
+    """Which of these rows still wait for a broker confirm."""
+    rows = await conn.fetch(UNPUBLISHED, ids)
+    return {r["outbox_id"] for r in rows}
 
 
 async def backlog(conn: Executor) -> tuple[int, float]:
