@@ -213,6 +213,7 @@ class CallbackSender:
         self.timeout = timeout
         self.concurrency = concurrency
         self.queue_name = f"{broker.topology.exchange}.callbacks"
+        self.ready = asyncio.Event()  # set once the queue is bound and consumed
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; deliveries in flight finish first."""
@@ -228,6 +229,7 @@ class CallbackSender:
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
             self._client = client
             tag = await queue.consume(self._on_message)
+            self.ready.set()
             try:
                 await stop.wait()
             finally:
