@@ -15,7 +15,7 @@ from service.steps import Strategy
 __all__ = ["FORMATS", "MODULES", "Registry", "load_registry"]
 
 FORMATS = ("package", "bundle", "csv", "xlsx", "pdf")
-MODULES = ("service.strategies.bundle", "service.strategies.forms")
+MODULES = ("service.strategies.bundle", "service.strategies.forms", "service.strategies.workflows")
 
 Registry = dict[tuple[str, str], Strategy]
 

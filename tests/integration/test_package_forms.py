@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import subprocess
 import time
 from pathlib import Path
 from uuid import UUID
@@ -109,13 +108,9 @@ async def test_generated_service_builds_migrates_loads_and_serves(
     package: tuple[Run, Path], servers: tuple[str, str]
 ) -> None:
     _, root = package
-    typescript.link_dependencies(root)
-    checked = typescript.tsc(root, "--noEmit")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    built = typescript.tsc(root)
-    assert built.returncode == 0, built.stdout + built.stderr
+    typescript.build(root)
     async with package_checks.scratch_database(servers[0]) as url:
-        env = {"DATABASE_URL": url, "PORT": "0"}
+        env = {"DATABASE_URL": url}
         migrated = typescript.node(root, "dist/migrate.js", env)
         assert migrated.returncode == 0, migrated.stderr
         loaded = typescript.node(root, "dist/load.js", env)
@@ -123,17 +118,7 @@ async def test_generated_service_builds_migrates_loads_and_serves(
         assert f"loaded {RECORDS} rows" in loaded.stdout
         again = typescript.node(root, "dist/load.js", env)
         assert "already loaded" in again.stdout
-        server = subprocess.Popen(
-            ["node", "dist/server.js"], cwd=root, env={**__import__("os").environ, **env},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            assert line.startswith("listening on port"), line + (
-                server.stderr.read() if server.stderr else ""
-            )
-            base = f"http://127.0.0.1:{int(line.split()[-1])}"
+        with typescript.server(root, env) as base:
             async with httpx.AsyncClient(base_url=base, timeout=10) as client:
                 form = (await client.get("/form")).json()
                 assert form == seed_data.form_metadata()
@@ -154,9 +139,6 @@ async def test_generated_service_builds_migrates_loads_and_serves(
                 assert good.status_code == 201, good.text
                 assert int(good.json()["submission_id"]) == RECORDS + 1  # identity moved past the loaded ids
                 assert (await client.get("/assets/images/logo.png")).content == seed_data.png(2, 2)
-        finally:
-            server.terminate()
-            server.wait(10)
 
 
 async def test_same_tool_data_gives_a_byte_identical_archive(

@@ -4,12 +4,14 @@ and the package's own scripts."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "tsc-deps"
@@ -82,3 +84,36 @@ def node(
         text=True,
         timeout=timeout,
     )
+
+
+def build(project: Path) -> None:
+    """Link the cached dependencies, typecheck (tsc --noEmit), then compile to dist/."""
+    link_dependencies(project)
+    checked = tsc(project, "--noEmit")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    built = tsc(project)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+@contextlib.contextmanager
+def server(project: Path, env: dict[str, str]) -> Iterator[str]:
+    """Run the package's compiled server on a free port; yields its base URL."""
+    proc = subprocess.Popen(
+        ["node", "dist/server.js"],
+        cwd=project,
+        env={**os.environ, **env, "PORT": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on port"), line + proc.stderr.read()
+        yield f"http://127.0.0.1:{int(line.split()[-1])}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
