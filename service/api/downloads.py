@@ -72,7 +72,8 @@ def sign(secret: str, job_id: UUID, user_id: UUID, expires: int) -> str:
 
 def verify(secret: str, job_id: UUID, user_id: UUID, expires: int, sig: str, now: float) -> None:
     """Forbidden unless `sig` is ours for exactly these values and `expires` is still ahead."""
-    if not hmac.compare_digest(sign(secret, job_id, user_id, expires), sig):
+    # Bytes, not str: compare_digest refuses non-ASCII strings, and `sig` is whatever was sent.
+    if not hmac.compare_digest(sign(secret, job_id, user_id, expires).encode(), sig.encode(errors="replace")):
         raise Forbidden("the download link is not valid", code="invalid_signature")
     if expires <= now:
         raise Forbidden("the download link has expired; ask for a new one", code="link_expired")

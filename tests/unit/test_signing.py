@@ -146,3 +146,8 @@ def test_bad_cursors_are_invalid_input(cursor: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         decode_cursor(cursor)
     assert caught.value.code == "invalid_cursor"
+
+
+def test_a_non_ascii_signature_is_refused_not_an_error() -> None:
+    with pytest.raises(Forbidden):
+        verify(SECRET, uuid4(), uuid4(), 2000, "ñå\x8b$\U000872c6", now=1000)
