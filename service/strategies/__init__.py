@@ -15,7 +15,12 @@ from service.steps import Strategy
 __all__ = ["FORMATS", "MODULES", "Registry", "load_registry"]
 
 FORMATS = ("package", "bundle", "csv", "xlsx", "pdf")
-MODULES = ("service.strategies.bundle", "service.strategies.forms", "service.strategies.workflows")
+MODULES = (
+    "service.strategies.bundle",
+    "service.strategies.forms",
+    "service.strategies.workflows",
+    "service.strategies.themes",
+)
 
 Registry = dict[tuple[str, str], Strategy]
 

@@ -172,9 +172,12 @@ def write_node_scaffold(
     )
 
 
-async def copy_assets(ctx: StepContext, dest: str, step: str) -> list[str]:
+async def copy_assets(ctx: StepContext, dest: str, step: str) -> tuple[list[str], list[dict[str, str]]]:
     """Write the tool's assets under `dest`; unsafe or clashing paths are skipped and noted,
-    never written (one odd asset should not cost the owner the whole export)."""
+    never written (one odd asset should not cost the owner the whole export).
+
+    Returns the paths written and the notes, for the caller's write_notes.
+    """
     base = pkg_root(ctx) / dest
     base.mkdir(parents=True, exist_ok=True)
     notes: list[dict[str, str]] = []
@@ -198,8 +201,7 @@ async def copy_assets(ctx: StepContext, dest: str, step: str) -> list[str]:
             continue
         seen.add(rel.casefold())
         copied.append(rel)
-    write_notes(ctx, step, notes)
-    return copied
+    return copied, notes
 
 
 async def write_records_csv(
