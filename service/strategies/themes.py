@@ -130,7 +130,13 @@ def _fonts(entries: Iterable[Any], copied: set[str], notes: list[dict[str, str]]
         font = _dict(entry)
         src, family = font.get("src"), font.get("family")
         suffix = PurePosixPath(src).suffix.lower() if isinstance(src, str) else ""
-        if not isinstance(src, str) or src not in copied or suffix not in FONT_FORMATS or not isinstance(family, str) or not family:
+        if (
+            not isinstance(src, str)
+            or src not in copied
+            or suffix not in FONT_FORMATS
+            or not isinstance(family, str)
+            or not family
+        ):
             notes.append(
                 {"step": "assets", "font": str(src)[:200], "skipped": "no such font file among the assets"}
             )

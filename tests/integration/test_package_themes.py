@@ -42,7 +42,9 @@ async def package(pool: asyncpg.Pool, settings: Settings, tmp_path: Path) -> tup
 
 def root_variables(path: Path) -> dict[str, str]:
     rules = package_checks.css_rules(path)
-    (root,) = [r for r in rules if r.type == "qualified-rule" and tinycss2.serialize(r.prelude).strip() == ":root"]
+    (root,) = [
+        r for r in rules if r.type == "qualified-rule" and tinycss2.serialize(r.prelude).strip() == ":root"
+    ]
     return package_checks.declarations(root)
 
 
@@ -67,7 +69,9 @@ async def test_css_declares_every_token_and_parses(package: tuple[Run, Path]) ->
     assert len(faces) == 2
     for face in faces:
         src = package_checks.declarations(face)["src"]
-        url = next(t for t in tinycss2.parse_component_value_list(src) if t.type == "function" and t.name == "url")
+        url = next(
+            t for t in tinycss2.parse_component_value_list(src) if t.type == "function" and t.name == "url"
+        )
         target = (root / "src" / url.arguments[0].value).resolve()
         assert target.is_file() and target.read_bytes().startswith(b"wOF2")
     background = package_checks.css_rules(root / "src/backgrounds.css")
@@ -90,11 +94,20 @@ async def test_docs_and_npm_package(package: tuple[Run, Path]) -> None:
     pkg = json.loads((root / "package.json").read_text("utf-8"))
     assert pkg["name"] == "ocean" and pkg["style"] == "index.css"
     packed = subprocess.run(
-        ["npm", "pack", "--dry-run", "--json", "--ignore-scripts"], cwd=root, capture_output=True, text=True, timeout=120
+        ["npm", "pack", "--dry-run", "--json", "--ignore-scripts"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert packed.returncode == 0, packed.stderr
     listed = {f["path"] for f in json.loads(packed.stdout)[0]["files"]}
-    assert {"index.css", "src/variables.css", "assets/fonts/ocean-sans-regular.woff2", "docs/palette.md"} <= listed
+    assert {
+        "index.css",
+        "src/variables.css",
+        "assets/fonts/ocean-sans-regular.woff2",
+        "docs/palette.md",
+    } <= listed
 
 
 async def test_invalid_css_values_are_left_out_with_a_note(
@@ -109,7 +122,9 @@ async def test_invalid_css_values_are_left_out_with_a_note(
     run = await export(pool, settings, await themes_tool(pool, metadata=meta), tmp_path)
     root = extract(run.archive, tmp_path / "out")
     variables = root_variables(root / "src/variables.css")
-    assert "--color-evil" not in variables and "--color-url" not in variables and "--space-huge" not in variables
+    assert (
+        "--color-evil" not in variables and "--color-url" not in variables and "--space-huge" not in variables
+    )
     assert variables["--color-primary"] == "#1a73e8"
     for name in ("variables.css", "theme.css", "fonts.css", "backgrounds.css"):
         text = (root / "src" / name).read_text("utf-8")
@@ -140,7 +155,9 @@ async def test_each_step_leaves_its_outputs_and_undo_removes_them(
     for step in reversed(strategy.steps):
         await step.undo(run.ctx)
     assert not await run.storage.exists(run.package.key)
-    assert [p for p in (run.ctx.workdir / "pkg").rglob("*") if p.is_file() and p.name != "manifest.json"] == []
+    assert [
+        p for p in (run.ctx.workdir / "pkg").rglob("*") if p.is_file() and p.name != "manifest.json"
+    ] == []
 
 
 @pytest.mark.parametrize("metadata", [{}, {"colors": {}}, {"colors": ["#fff"]}])
