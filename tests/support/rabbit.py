@@ -72,13 +72,13 @@ async def publish_raw(
         await asyncio.sleep(0.01)
 
 
-def request_body(job_id: Any, tool_id: Any, user_id: Any, **changes: Any) -> bytes:
+def request_body(job: Any, tool: Any, user: Any, **changes: Any) -> bytes:
     """A valid export.requested.v1 body, with `changes` applied."""
     body = {
         "schema": "export.requested.v1",
-        "job_id": str(job_id),
-        "tool_id": str(tool_id),
-        "user_id": str(user_id),
+        "job_id": str(job),
+        "tool_id": str(tool),
+        "user_id": str(user),
         "format": "package",
         "options": {},
         "attempt": 1,
