@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -198,7 +199,10 @@ async def _batch(args: argparse.Namespace, console: Console) -> int:
 
 def _run(command: Command) -> Callable[[argparse.Namespace, Any], int]:
     def handler(args: argparse.Namespace, _settings: Any) -> int:
-        console = Console(stderr=True)
+        # A client speaks through its console; per-request INFO logs would drown the bar.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        console = Console(stderr=True, soft_wrap=True)  # paths stay whole for scripts to grep
         try:
             return asyncio.run(command(args, console))
         except ApiError as exc:
