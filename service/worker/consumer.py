@@ -181,7 +181,10 @@ class Worker:
             status = await run_job(run, self.pool, self.settings)
         finally:
             self.running.pop(message.job_id, None)
-        if status is JobStatus.FAILED and job["deliveries"] > self.settings.delivery_limit:
+        if job["deliveries"] > self.settings.delivery_limit and status in (
+            JobStatus.FAILED,
+            JobStatus.ROLLED_BACK,
+        ):
             await self._dead_letter(delivery, "delivery_limit", "delivery limit reached")
         await delivery.ack()
 

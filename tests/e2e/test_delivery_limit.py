@@ -12,7 +12,6 @@ from pathlib import Path
 from uuid import UUID
 
 import asyncpg
-import pytest
 
 from service.config import Settings
 from service.dlq.letters import Filter, listing
@@ -136,12 +135,6 @@ async def test_a_message_that_kills_every_worker_is_dead_lettered_after_the_limi
     assert await queue_depth(settings.amqp_url, topology(settings).dead) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consumer._process dead-letters only when run_job returns FAILED; a delivery-limit "
-    "failure after a completed step is rolled back (ROLLED_BACK) and its message is acked "
-    "without a dead letter",
-)
 async def test_the_limit_holds_when_the_worker_dies_after_a_completed_step(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
