@@ -91,8 +91,13 @@ def sql_ident(value: str) -> str:
 
 
 def sql_literal(value: str) -> str:
-    """A PostgreSQL string literal (standard_conforming_strings on: backslash is plain)."""
-    return "'" + _no_nul(value).replace("'", "''") + "'"
+    """A PostgreSQL string literal on one line: a plain '…' literal, or an E'…' literal
+    with escapes when the text holds control characters (a raw line break inside a literal
+    is valid SQL, but editors and git line-ending rules rewrite it)."""
+    if not _CONTROL.search(_no_nul(value)):
+        return "'" + value.replace("'", "''") + "'"
+    escaped = value.replace("\\", "\\\\").replace("'", "''")
+    return "E'" + _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped) + "'"
 
 
 def sh_quote(value: str) -> str:

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "tsc-deps"
@@ -74,10 +74,10 @@ def tsc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def node(
-    project: Path, script: str, env: dict[str, str], timeout: float = 120
+    project: Path, script: str, env: dict[str, str], timeout: float = 120, args: Sequence[str] = ()
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["node", script],
+        ["node", script, *args],
         cwd=project,
         env={**os.environ, **env},
         capture_output=True,
