@@ -28,24 +28,26 @@ __all__ = [
 ]
 
 
-def get_settings(request: Request) -> Settings:
+# Async on purpose: FastAPI runs plain `def` dependencies in a thread pool, three thread
+# hops per request for what are attribute lookups (and a JWT check that takes microseconds).
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage  # type: ignore[no-any-return]
 
 
-def get_principal(
+async def get_principal(
     settings: Annotated[Settings, Depends(get_settings)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
