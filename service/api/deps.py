@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
+import jwt
 from fastapi import Depends, Header, Request
 
 from service import jobs
@@ -47,11 +50,44 @@ async def get_storage(request: Request) -> Storage:
     return request.app.state.storage  # type: ignore[no-any-return]
 
 
+class VerifiedTokens:
+    """Authorization headers this process verified already, each kept until its token expires.
+
+    A client polling a job sends the same token every second or two, and PyJWT's decode is
+    the costliest step of a status request. Only a header that passed `authenticate` with
+    this app's secret gets in, and it stops counting at its own `exp`.
+    """
+
+    def __init__(self, max_size: int = 10_000) -> None:
+        self.max_size = max_size
+        self._seen: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+
+    def principal(self, secret: str, authorization: str | None) -> Principal:
+        now = time.time()
+        if authorization is not None:
+            hit = self._seen.get(authorization)
+            if hit is not None and hit[1] > now:
+                return hit[0]
+        principal = authenticate(secret, authorization)  # raises for anything not valid
+        assert authorization is not None
+        token = authorization.partition(" ")[2].strip()
+        expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+        self._seen[authorization] = (principal, expires)
+        if len(self._seen) > self.max_size:
+            self._seen.popitem(last=False)
+        return principal
+
+
 async def get_principal(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    return authenticate(settings.jwt_secret, authorization)
+    state = request.app.state
+    tokens: VerifiedTokens | None = getattr(state, "verified_tokens", None)
+    if tokens is None:
+        tokens = state.verified_tokens = VerifiedTokens()
+    return tokens.principal(settings.jwt_secret, authorization)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
