@@ -159,7 +159,13 @@ async def get_export(
     settings: SettingsDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The job's status and progress. Poll with If-None-Match and follow Retry-After."""
+    """The job's status and progress.
+
+    Poll with If-None-Match (304 while nothing changed) and wait as long as Retry-After says:
+    short near the start and the end of a job, longer in the middle. Limited per user to
+    EXPORTER_STATUS_RATE_LIMIT requests a second (default 10; 429 with Retry-After beyond),
+    counted in each API process's memory, so N processes allow up to N times that.
+    """
     check_rate(request, principal.user_id)
     row = await visible_job(pool, principal, job_id)
     body = public_job(row, settings, principal).model_dump_json().encode()
@@ -238,6 +244,7 @@ async def cancel_export(
         current = await visible_job(conn, principal, job_id)
         row = await jobs.request_cancel(conn, job_id)  # NOTIFY goes out with the commit
         if row is None:
+            current = await jobs.get_job(conn, job_id) or current  # what it is now, not then
             if current["status"] == JobStatus.CANCELLING:
                 return public_job(current, settings, principal)  # asked already: same answer
             raise Conflict(
