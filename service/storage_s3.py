@@ -64,7 +64,7 @@ def content_disposition(filename: str) -> str:
     """
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C")[:255].strip() or "download"
-    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    fallback = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
     fallback = re.sub(r"[^A-Za-z0-9._()+ -]", "_", fallback).strip(" .") or "download"
     if fallback == name:
         return f'attachment; filename="{fallback}"'
