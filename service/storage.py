@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,11 +64,26 @@ class LocalStorage:
 
         def copy() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
+            # A name of its own per put, removed on failure, so two puts never share a partial
+            # file and a failed one leaves nothing behind (delete could not remove the directory).
+            partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+            try:
+                shutil.copyfile(source, partial)
+                os.replace(partial, target)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
 
-        await asyncio.to_thread(copy)
+        copying = asyncio.ensure_future(asyncio.to_thread(copy))
+        try:
+            await asyncio.shield(copying)
+        except asyncio.CancelledError:
+            # A thread cannot be interrupted: let the copy end, then take its result away, so a
+            # cancelled put (a cancelled job) leaves no package behind, as S3's abort does.
+            with contextlib.suppress(Exception):
+                await copying
+                await asyncio.to_thread(target.unlink, missing_ok=True)
+            raise
 
     async def delete(self, key: str) -> None:
         target = self.path(key)
