@@ -73,6 +73,12 @@ class Broker:
         await requests.bind(exchange, REQUESTED_KEY)
         dead = await channel.declare_queue(t.dead, durable=True, arguments={"x-queue-type": "quorum"})
         await dead.bind(dlx, "#")
+        # Declared with the topology so no terminal event is missed before a sender starts.
+        callbacks = await channel.declare_queue(
+            t.callbacks, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        for kind in ("completed", "failed", "cancelled"):
+            await callbacks.bind(events, f"export.{kind}")
         self.exchanges = {"requests": exchange, "dlx": dlx, "events": events}
 
     async def request_queue(self, channel: AbstractChannel) -> AbstractQueue:

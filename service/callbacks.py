@@ -212,7 +212,7 @@ class CallbackSender:
         self.backoff = backoff
         self.timeout = timeout
         self.concurrency = concurrency
-        self.queue_name = f"{broker.topology.exchange}.callbacks"
+        self.queue_name = broker.topology.callbacks
         self.ready = asyncio.Event()  # set once the queue is bound and consumed
 
     async def run(self, stop: asyncio.Event) -> None:

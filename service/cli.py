@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from service import callbacks, client, dlq
 from service.config import Settings, SettingsError, load_settings
 from service.logs import configure
 
@@ -115,23 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("token", _token, "print a JWT for a user, for local use")
     p.add_argument("email")
     p.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
-    for register in _plugins():
-        register(sub)
+    # Command groups live next to what they operate on.
+    for module in (dlq, client, callbacks):
+        module.register_commands(sub)
     return parser
-
-
-def _plugins() -> list[Callable[[Any], None]]:
-    """Command groups defined next to what they operate (dlq, cleanup, client)."""
-    found = []
-    for module in ("service.dlq", "service.cleanup", "service.client"):
-        try:
-            mod = __import__(module, fromlist=["register_commands"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        found.append(mod.register_commands)
-    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,3 +101,4 @@ class Topology:
         self.dead = f"{prefix}.dead"
         self.dlx = f"{prefix}.dlx"
         self.events = f"{prefix}.events"
+        self.callbacks = f"{prefix}.callbacks"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from typing import Any
 
+from service import callbacks
 from service.broker import Broker
 from service.config import Settings
 from service.db import create_pool
@@ -91,6 +92,7 @@ async def run_worker(settings: Settings) -> None:
             )
         )
         tasks.append(asyncio.create_task(monitor(settings, pool, broker, stop)))
+        tasks.append(asyncio.create_task(callbacks.run_sender(settings, pool, broker, stop)))
         await worker.run(stop)
     finally:
         stop.set()

@@ -21,7 +21,7 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from service import jobs, metrics, outbox
+from service import callbacks, jobs, metrics, outbox
 from service.broker import Broker
 from service.config import Settings
 from service.errors import InvalidInput
@@ -150,7 +150,7 @@ class Worker:
             return
         assert strategy is not None
         try:
-            options = strategy.options.model_validate(message.options)
+            options = strategy.options.model_validate(callbacks.strategy_options(message.options))
         except ValidationError as exc:
             await self._poison(delivery, "invalid_options", str(exc.errors()[0]["msg"]), message.job_id)
             return

@@ -102,7 +102,7 @@ async def delete_topology(amqp_url: str, prefix: str) -> None:
     except Exception:
         return
     try:
-        for queue in (f"{prefix}.requests", f"{prefix}.dead"):
+        for queue in (f"{prefix}.requests", f"{prefix}.dead", f"{prefix}.callbacks"):
             # A failed delete closes the channel, so each gets its own.
             async with connection.channel() as channel:
                 with contextlib.suppress(Exception):
