@@ -120,7 +120,20 @@ async def test_200_submissions_while_connections_keep_closing(
     # One package each, in storage, matching its recorded checksum.
     packages = sorted((settings.storage_dir / "packages").rglob("*.zip"))
     assert len(packages) == JOBS
-    jobs = await pool.fetch("SELECT job_id, package_path, package_sha256 FROM export_jobs")
-    for job in jobs:
+    jobs = {
+        str(r["job_id"]): r
+        for r in await pool.fetch(
+            "SELECT job_id, tool_id, package_path, package_size_bytes, package_sha256 FROM export_jobs"
+        )
+    }
+    for job in jobs.values():
         path = settings.storage_dir / "packages" / job["package_path"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == job["package_sha256"]
+    # The events say which job, which tool, and what package came out.
+    for event in events.bodies():
+        job = jobs[event["job_id"]]
+        assert (event["status"], event["tool_id"]) == ("completed", str(job["tool_id"]))
+        assert (event["package_size_bytes"], event["package_sha256"]) == (
+            job["package_size_bytes"],
+            job["package_sha256"],
+        )
