@@ -17,14 +17,10 @@ __all__ = ["monitor"]
 log = logging.getLogger(__name__)
 
 
-async def sample(pool: asyncpg.Pool, broker: Broker) -> None:
-    """Refresh the gauges once."""
-    counts = {r["status"]: r["count"] for r in await pool.fetch(jobs.COUNT_BY_STATUS)}
-    for status in jobs.JobStatus:
-        metrics.JOBS_BY_STATUS.labels(status.value).set(counts.get(status.value, 0))
-    backlog, lag = await outbox.backlog(pool)
-    metrics.OUTBOX_BACKLOG.set(backlog)
-    metrics.OUTBOX_LAG.set(lag)
+async def sample(pool: asyncpg.Pool, broker: Broker, *, database: bool = True) -> None:
+    """Refresh the gauges once; `database` includes the table-wide counts (API only)."""
+    if database:
+        await _sample_database(pool)
     if broker.is_connected:
         depths = await broker.queue_depths()
         metrics.QUEUE_MESSAGES.labels("requests").set(depths[broker.topology.requests])
@@ -32,10 +28,22 @@ async def sample(pool: asyncpg.Pool, broker: Broker) -> None:
         metrics.DLQ_MESSAGES.set(depths[broker.topology.dead])
 
 
-async def monitor(settings: Settings, pool: asyncpg.Pool, broker: Broker, stop: asyncio.Event) -> None:
+async def _sample_database(pool: asyncpg.Pool) -> None:
+    counts = {r["status"]: r["count"] for r in await pool.fetch(jobs.COUNT_BY_STATUS)}
+    for status in jobs.JobStatus:
+        metrics.JOBS_BY_STATUS.labels(status.value).set(counts.get(status.value, 0))
+    backlog, lag = await outbox.backlog(pool)
+    metrics.OUTBOX_BACKLOG.set(backlog)
+    metrics.OUTBOX_LAG.set(lag)
+
+
+async def monitor(
+    settings: Settings, pool: asyncpg.Pool, broker: Broker, stop: asyncio.Event, *, database: bool = True
+) -> None:
+    """Sample every EXPORTER_MONITOR_INTERVAL_SECONDS until stopped."""
     while not stop.is_set():
         try:
-            await sample(pool, broker)
+            await sample(pool, broker, database=database)
         except Exception as exc:
             log.debug("monitor sample failed", extra={"error": str(exc)})
         with contextlib.suppress(TimeoutError):

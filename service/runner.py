@@ -91,7 +91,7 @@ async def run_worker(settings: Settings) -> None:
                 serve(health_app(pool, broker), settings.http_host, settings.metrics_port, stop)
             )
         )
-        tasks.append(asyncio.create_task(monitor(settings, pool, broker, stop)))
+        tasks.append(asyncio.create_task(monitor(settings, pool, broker, stop, database=False)))
         tasks.append(asyncio.create_task(callbacks.run_sender(settings, pool, broker, stop)))
         await worker.run(stop)
     finally:
