@@ -189,40 +189,48 @@ class S3Storage:
     async def _upload_parts(
         self, s3: S3Client, obj: str, upload_id: str, source: Path, size: int, part_size: int
     ) -> list[CompletedPartTypeDef]:
-        """Read the file part by part and send up to `part_concurrency` parts at once."""
-        parts: list[CompletedPartTypeDef] = []
-        slots = asyncio.Semaphore(self.part_concurrency)
+        """Read the file part by part and send up to `part_concurrency` parts at once.
 
-        async def send(number: int, data: bytes) -> None:
-            try:
-                with _mapped(f"upload part {number}", obj):
-                    sent = await s3.upload_part(
-                        Bucket=self.bucket, Key=obj, UploadId=upload_id, PartNumber=number, Body=data
-                    )
-                parts.append({"PartNumber": number, "ETag": sent["ETag"]})
-            finally:
-                slots.release()
+        Memory stays at `part_concurrency` parts: the next part is read only when one is sent.
+        On any failure or cancellation the parts in flight are cancelled and awaited, so the
+        caller's abort comes after the last of them.
+        """
 
+        async def send(number: int, data: bytes) -> CompletedPartTypeDef:
+            with _mapped(f"upload part {number}", obj):
+                sent = await s3.upload_part(
+                    Bucket=self.bucket, Key=obj, UploadId=upload_id, PartNumber=number, Body=data
+                )
+            return {"PartNumber": number, "ETag": sent["ETag"]}
+
+        tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
+        pending: set[asyncio.Task[CompletedPartTypeDef]] = set()
         read = 0
         try:
             with source.open("rb") as fh:
-                async with asyncio.TaskGroup() as group:
-                    number = 0
-                    while True:
-                        await slots.acquire()  # bounds memory: a part is read only when a slot is free
-                        data = await asyncio.to_thread(fh.read, part_size)
-                        if not data:
-                            slots.release()
-                            break
-                        number += 1
-                        read += len(data)
-                        group.create_task(send(number, data))
-        except BaseExceptionGroup as failed:
-            # Callers decide on retries by exception type, so surface the first failure itself.
-            raise failed.exceptions[0] from None
+                while True:
+                    while len(pending) >= self.part_concurrency:
+                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            task.result()  # the first failed part ends the upload
+                    data = await asyncio.to_thread(fh.read, part_size)
+                    if not data:
+                        break
+                    read += len(data)
+                    tasks.append(asyncio.create_task(send(len(tasks) + 1, data)))
+                    pending.add(tasks[-1])
+            if pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()
+            parts = [task.result() for task in tasks]  # all sent by now
+        finally:
+            for task in tasks:
+                task.cancel()  # no-op for the parts already sent
+            await asyncio.gather(*tasks, return_exceptions=True)
         if read != size:  # the file changed under us: the package would be corrupt
             raise PermanentError(f"{source} changed during upload ({read} bytes read, {size} expected)")
-        return sorted(parts, key=lambda part: part["PartNumber"])
+        return parts
 
     async def _abort(self, s3: S3Client, obj: str, upload_id: str) -> None:
         try:

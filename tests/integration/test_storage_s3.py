@@ -119,6 +119,32 @@ async def test_large_package_goes_up_in_parts_and_downloads_byte_identical(
     assert digest.hexdigest() == sha256(package)
 
 
+async def test_parts_in_flight_are_bounded(
+    s3: S3Server, bucket: str, storage: S3Storage, package: Path
+) -> None:
+    arrived: list[str] = []
+    release = threading.Event()
+
+    def hold_every_part(environ: Environ) -> None:
+        if environ["REQUEST_METHOD"] == "PUT" and "partNumber" in environ["query"]:
+            arrived.append(environ["query"]["partNumber"][0])
+            release.wait(30)
+
+    s3.interceptors.append(hold_every_part)
+    upload = asyncio.create_task(storage.put("job-1b/package.tar.gz", package, TAR))
+    try:
+        for _ in range(200):
+            if len(arrived) >= storage.part_concurrency:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # time for a fifth part to show up, if one were sent
+        assert sorted(arrived) == ["1", "2", "3", "4"]  # memory holds at most four 8 MiB parts
+    finally:
+        release.set()
+    await upload
+    assert await storage.size("job-1b/package.tar.gz") == PACKAGE_SIZE
+
+
 async def test_small_package_is_one_put(
     s3: S3Server, bucket: str, storage: S3Storage, tmp_path: Path
 ) -> None:
