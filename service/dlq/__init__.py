@@ -13,7 +13,7 @@ reset and the new message are one transaction through the outbox. Any other job 
 alone; workers drop messages for finished jobs, so a replay never runs a completed job again.
 
 Exit codes: 0 done; 1 nothing matched, a message was not replayed, or purge was declined;
-2 RabbitMQ or PostgreSQL could not be reached.
+2 RabbitMQ or PostgreSQL could not be reached, or the dead-letter queue does not exist.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
-from service.dlq.letters import DeadLetter, Filter, Unreachable, listing, purge, text
+from service.dlq.letters import DeadLetter, Filter, Unavailable, listing, purge, text
 from service.dlq.replay import replay
 from service.messages import Topology
 
@@ -81,7 +81,7 @@ def _filter(args: argparse.Namespace) -> Filter:
 def _run(action: Callable[[], Any]) -> int:
     try:
         return int(asyncio.run(action()))
-    except Unreachable as exc:
+    except Unavailable as exc:
         print(f"dlq: {exc}", file=sys.stderr)
         return 2
 

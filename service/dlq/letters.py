@@ -25,15 +25,15 @@ from service.broker import AT_HEADER, DELIVERIES_HEADER, DETAIL_HEADER, REASON_H
 from service.config import Settings
 from service.messages import Topology
 
-__all__ = ["DeadLetter", "Filter", "Scanner", "Unreachable", "listing", "purge"]
+__all__ = ["DeadLetter", "Filter", "Scanner", "Unavailable", "listing", "purge"]
 
 REPLAYS_HEADER = "x-export-replays"
 IDLE_SECONDS = 2.0  # a scan ends early when the queue hands out nothing for this long
 MAX_PREFETCH = 65535  # AMQP's limit: one scan holds at most this many letters unacked
 
 
-class Unreachable(Exception):
-    """RabbitMQ or PostgreSQL did not answer; the command changed nothing."""
+class Unavailable(Exception):
+    """RabbitMQ or PostgreSQL did not answer, or there is no such queue; nothing changed."""
 
 
 @dataclass
@@ -119,9 +119,15 @@ class Scanner:
         try:
             self._connection = await aio_pika.connect(self.amqp_url, timeout=10)
         except Exception as exc:
-            raise Unreachable(f"cannot reach RabbitMQ at {safe_url(self.amqp_url)}: {exc}") from exc
+            raise Unavailable(f"cannot reach RabbitMQ at {safe_url(self.amqp_url)}: {exc}") from exc
         self._channel = await self._connection.channel(publisher_confirms=False)
-        queue = await self._channel.declare_queue(self.queue, passive=True)
+        try:
+            queue = await self._channel.declare_queue(self.queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            await self._connection.close()
+            raise Unavailable(
+                f"there is no queue {self.queue} (has the service run with this EXPORTER_TOPOLOGY_PREFIX?)"
+            ) from None
         self.depth = int(queue.declaration_result.message_count or 0)
         if self.depth:
             await self._channel.set_qos(prefetch_count=min(self.depth, MAX_PREFETCH))

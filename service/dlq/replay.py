@@ -21,7 +21,7 @@ from service import jobs, outbox
 from service.broker import AT_HEADER, DELIVERIES_HEADER, DETAIL_HEADER, REASON_HEADER, Broker
 from service.config import Settings
 from service.db import create_pool
-from service.dlq.letters import REPLAYS_HEADER, DeadLetter, Filter, Scanner, Unreachable, replays, safe_url
+from service.dlq.letters import REPLAYS_HEADER, DeadLetter, Filter, Scanner, Unavailable, replays, safe_url
 from service.errors import InvalidInput
 from service.messages import REQUESTED_KEY, ExportRequested, Topology, parse_request
 from service.outbox import Relay
@@ -154,13 +154,13 @@ async def replay(settings: Settings, flt: Filter, limit: int | None, dry_run: bo
     try:
         pool = await create_pool(settings, max_size=8)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise Unreachable(f"cannot reach PostgreSQL: {exc}") from exc
+        raise Unavailable(f"cannot reach PostgreSQL: {exc}") from exc
     broker = Broker(settings)
     try:
         try:
             await broker.connect()
         except Exception as exc:
-            raise Unreachable(f"cannot reach RabbitMQ at {safe_url(settings.amqp_url)}: {exc}") from exc
+            raise Unavailable(f"cannot reach RabbitMQ at {safe_url(settings.amqp_url)}: {exc}") from exc
         replayer = Replayer(settings, pool, broker)
         async with Scanner(settings.amqp_url, queue) as scan:
             done, failed, seen = 0, 0, 0

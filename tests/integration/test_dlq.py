@@ -327,3 +327,11 @@ def test_an_unreachable_broker_exits_2_without_showing_the_password(settings: Se
     result = dlq(unreachable, "list")
     assert result.returncode == 2
     assert "cannot reach RabbitMQ" in result.stderr and "s3cret" not in result.stderr
+
+
+def test_a_prefix_without_a_topology_exits_2_saying_so(settings: Settings) -> None:
+    result = dlq(settings.model_copy(update={"topology_prefix": "nothing-here"}), "list")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "dlq: there is no queue nothing-here.dead (has the service run with this EXPORTER_TOPOLOGY_PREFIX?)"
+    )
