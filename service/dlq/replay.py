@@ -163,10 +163,9 @@ async def replay(settings: Settings, flt: Filter, limit: int | None, dry_run: bo
             raise Unavailable(f"cannot reach RabbitMQ at {safe_url(settings.amqp_url)}: {exc}") from exc
         replayer = Replayer(settings, pool, broker)
         async with Scanner(settings.amqp_url, queue) as scan:
-            done, failed, seen = 0, 0, 0
+            done, failed = 0, 0
             chunk: list[DeadLetter] = []
             async for letter in scan.letters():
-                seen += 1
                 if not flt(letter):
                     continue  # kept: goes back when the scan ends
                 if limit is not None and done + failed + len(chunk) >= limit:
