@@ -132,17 +132,20 @@ WHERE job_id = $1 AND status = ANY($4::export_job_status[])
 RETURNING *
 """
 
-# The orchestrator's failure: only from a running job this worker still owns.
+# The orchestrator's failure: only from a running job this worker still owns. While
+# completed steps are being undone ($5) the worker keeps its id on the row, so readers can
+# tell a `failed` on its way to `rolled_back` from a final one.
 FAIL_OWNED = """
 UPDATE export_jobs
 SET status = 'failed', error_code = $2, error_message = $3, current_step = NULL,
-    completed_at = now(), updated_at = now(), worker_id = NULL, heartbeat_at = NULL
+    completed_at = now(), updated_at = now(),
+    worker_id = CASE WHEN $5 THEN worker_id END, heartbeat_at = CASE WHEN $5 THEN heartbeat_at END
 WHERE job_id = $1 AND status = 'in_progress' AND worker_id = $4
 RETURNING *
 """
 
 ROLLED_BACK = """
-UPDATE export_jobs SET status = 'rolled_back', updated_at = now()
+UPDATE export_jobs SET status = 'rolled_back', updated_at = now(), worker_id = NULL, heartbeat_at = NULL
 WHERE job_id = $1 AND status = 'failed'
 RETURNING *
 """
@@ -178,6 +181,7 @@ SET status = 'pending', attempt = attempt + 1, deliveries = 0, steps_completed =
     package_expired_at = NULL, started_at = NULL, completed_at = NULL, worker_id = NULL,
     heartbeat_at = NULL, cancel_requested_at = NULL, updated_at = now()
 WHERE job_id = $1 AND status IN ('failed', 'rolled_back', 'cancelled')
+  AND worker_id IS NULL  -- not while a worker is still rolling the last attempt back
 RETURNING *
 """
 

@@ -34,10 +34,6 @@ KEEPALIVE_SECONDS = 15.0
 ROLLBACK_WAIT = 30.0
 RECONNECT_MS = 2000
 FINAL = ("completed", "cancelled", "rolled_back")
-PENDING_UNDO = """
-SELECT EXISTS (SELECT 1 FROM export_job_steps
-               WHERE job_id = $1 AND attempt = $2 AND status = 'completed')
-"""
 
 
 def format_event(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -75,7 +71,7 @@ async def _stream(
         terminal = status in FINAL
         if status == "failed":
             failed_since = failed_since or time.monotonic()
-            undoing = await pool.fetchval(PENDING_UNDO, row["job_id"], row["attempt"])
+            undoing = row["worker_id"] is not None  # its worker is still undoing steps
             terminal = not undoing or time.monotonic() - failed_since > ROLLBACK_WAIT
         if terminal:
             yield format_event(status, job, sequence + 1)

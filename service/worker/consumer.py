@@ -319,7 +319,8 @@ class Worker:
         log.info("interrupting job", extra={"job_id": str(job_id), "reason": reason.value})
         entry.run.stop_reason = reason
         entry.run.ctx.cancelled.set()
-        entry.task.cancel(reason.value)
+        if entry.run.in_step:
+            entry.task.cancel(reason.value)
 
     async def _listen_cancels(self, stop: asyncio.Event) -> None:
         """NOTIFY makes cancellation immediate; the heartbeat is the fallback."""

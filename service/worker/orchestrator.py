@@ -59,6 +59,10 @@ class JobRun:
     worker_id: str
     stop_reason: StopReason | None = None
     completed: list[int] = field(default_factory=list)  # positions, in completion order
+    interrupted: int | None = None  # the step that failed or was cut short, if any
+    # Only a running step is interrupted from outside; between steps and while the job
+    # completes or rolls back, a cancel is noticed at the next transition instead.
+    in_step: bool = False
 
     @property
     def job_id(self) -> UUID:
@@ -136,11 +140,16 @@ async def _run_steps(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> Non
         if position in run.completed:
             continue
         bind(step=step.name)
+        if run.ctx.cancelled.is_set():  # a cancel arrived between steps
+            raise asyncio.CancelledError
         await _start_step(run, pool, position, step)
         began = time.monotonic()
         try:
+            run.in_step = True
             await _attempts(run, pool, settings, position, step)
         except BaseException as exc:
+            run.in_step = False
+            run.interrupted = position
             outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
             metrics.STEP_DURATION.labels(run.strategy.name, step.name, outcome).observe(
                 time.monotonic() - began
@@ -149,6 +158,7 @@ async def _run_steps(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> Non
                 jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "failed", _describe(exc)
             )
             raise
+        run.in_step = False
         metrics.STEP_DURATION.labels(run.strategy.name, step.name, "completed").observe(
             time.monotonic() - began
         )
@@ -284,15 +294,20 @@ async def _complete(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
 
 async def _fail(run: JobRun, pool: asyncpg.Pool, error: ExportError) -> JobStatus:
     log.error("job failed", extra={"code": error.code, "error": error.message})
+    rolls_back = bool(run.completed)
+    if not rolls_back:  # nothing to roll back: clean up after the failed step, then it's final
+        await _undo(run, pool, reason="failure")
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(jobs.FAIL_OWNED, run.job_id, error.code, error.message, run.worker_id)
-        if row is None:  # a cancel arrived meanwhile (the user's request wins), or the job moved on
-            return await _lost_race(run, pool)
-        await jobs.add_event(conn, run.job_id, "failed", code=error.code, error=error.message)
-        if not run.completed:
-            await _terminal_event(conn, row)
-    if not run.completed:
-        await _remove_workdir(run)
+        row = await conn.fetchrow(
+            jobs.FAIL_OWNED, run.job_id, error.code, error.message, run.worker_id, rolls_back
+        )
+        if row is not None:
+            await jobs.add_event(conn, run.job_id, "failed", code=error.code, error=error.message)
+            if not rolls_back:
+                await _terminal_event(conn, row)
+    if row is None:  # a cancel arrived meanwhile (the user's request wins), or the job moved on
+        return await _lost_race(run, pool)
+    if not rolls_back:
         return JobStatus.FAILED
     await _undo(run, pool, reason="failure")
     async with pool.acquire() as conn, conn.transaction():
@@ -315,28 +330,29 @@ async def _cancel(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
 
 
 async def _undo(run: JobRun, pool: asyncpg.Pool, reason: str) -> None:
-    """Undo completed steps in reverse order; one undo failing does not stop the others."""
+    """Undo the interrupted step (it may have left partial output, such as an uploaded
+    package) and then the completed steps in reverse order; one undo failing does not stop
+    the others."""
     if run.completed:
         metrics.ROLLBACKS.labels(*run.labels(), reason).inc()
     steps = run.strategy.steps
-    for position in sorted(run.completed, reverse=True):
+    partial = [run.interrupted] if run.interrupted and run.interrupted not in run.completed else []
+    for position in [*partial, *sorted(run.completed, reverse=True)]:
         step = steps[position - 1]
+        completed = position in run.completed
         try:
             await step.undo(run.ctx)
         except Exception as exc:
             log.exception("undo failed", extra={"step": step.name})
-            await pool.execute(
-                jobs.FINISH_STEP,
-                run.job_id,
-                run.ctx.attempt,
-                position,
-                "undo_failed",
-                _describe(exc),
-            )
+            if completed:
+                await pool.execute(
+                    jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "undo_failed", _describe(exc)
+                )
             await jobs.add_event(pool, run.job_id, "undo_failed", step=step.name, error=_describe(exc))
             continue
-        await pool.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "undone", None)
-        await jobs.add_event(pool, run.job_id, "rollback", step=step.name)
+        if completed:
+            await pool.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "undone", None)
+        await jobs.add_event(pool, run.job_id, "rollback" if completed else "cleanup", step=step.name)
     await _remove_workdir(run)
 
 

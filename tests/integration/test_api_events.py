@@ -78,12 +78,10 @@ async def test_a_failure_with_undo_pending_waits_for_rolled_back(
     user = await create_user(pool, ["exporter"])
     tool = await create_tool(pool, user)
     job_id = await insert_job(pool, user, tool, "failed")
-    await pool.execute(
-        "INSERT INTO export_job_steps (job_id, attempt, position, name, status) VALUES ($1, 1, 1, 's1', 'completed')",
-        job_id,
-    )
+    # A worker still on a failed job is undoing its steps: the job will be rolled_back.
+    await pool.execute("UPDATE export_jobs SET worker_id = 'worker-1' WHERE job_id = $1", job_id)
     async with api_client(settings, with_relay=False) as client:
-        mover = asyncio.create_task(move(pool, job_id, "status = 'rolled_back'"))
+        mover = asyncio.create_task(move(pool, job_id, "status = 'rolled_back', worker_id = NULL"))
         response = await client.get(
             f"/v1/exports/{job_id}/events", headers=bearer(settings, user, ["exporter"])
         )

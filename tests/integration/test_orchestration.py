@@ -55,7 +55,7 @@ async def test_retries_stop_at_the_attempt_limit(
     async with api_client(settings) as client, worker_running(settings):
         job_id = await submit(client, settings, user, tool)
         row = await wait_status(pool, job_id)
-    assert read_journal(journal) == ["run:s1"] * 3
+    assert read_journal(journal) == ["run:s1"] * 3 + ["undo:s1"]
     assert row["status"] == "failed"  # nothing completed, so nothing to roll back
     assert row["error_code"] == "transient_failure"
 
@@ -71,7 +71,8 @@ async def test_permanent_failure_undoes_completed_steps_in_reverse(
         row = await wait_status(pool, job_id)
     assert row["status"] == "rolled_back"
     assert row["error_code"] == "scripted_failure"
-    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "undo:s2", "undo:s1"]
+    # The failed step cleans up after itself first, then the completed ones in reverse.
+    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "undo:s3", "undo:s2", "undo:s1"]
     assert not (settings.work_dir / f"{job_id}-1").exists()
     assert await terminal_messages(pool, job_id) == ["export.failed"]
     kinds = await events(pool, job_id)
@@ -152,7 +153,7 @@ async def test_cancelling_mid_step_interrupts_it_and_undoes(
         elapsed = time.monotonic() - began
     assert row["status"] == "cancelled"
     assert elapsed < 2, f"cancel took {elapsed:.2f}s"
-    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "undo:s2", "undo:s1"]
+    assert read_journal(journal) == ["run:s1", "run:s2", "run:s3", "undo:s3", "undo:s2", "undo:s1"]
     assert await terminal_messages(pool, job_id) == ["export.cancelled"]
 
 

@@ -52,7 +52,9 @@ async def wait_status(
         row = await pool.fetchrow(
             "SELECT *, status::text AS status FROM export_jobs WHERE job_id = $1", job_id
         )
-        if row is not None and row["status"] in statuses:
+        # A `failed` job whose worker is still on it is on its way to `rolled_back`.
+        settled = row is not None and (row["status"] not in TERMINAL or row["worker_id"] is None)
+        if row is not None and row["status"] in statuses and settled:
             return row
         await asyncio.sleep(0.05)
     raise AssertionError(f"job {job_id} not in {statuses} after {timeout}s: {dict(row) if row else None}")
