@@ -6,7 +6,10 @@ All SQL on tool_registry, tool_records and tool_assets lives here.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +18,7 @@ import asyncpg
 from service.db import Executor
 from service.steps import Tool
 
-__all__ = ["count_records", "get_tool", "iter_assets", "stream_records"]
+__all__ = ["RecordQuery", "count_records", "get_tool", "iter_assets", "open_records", "stream_records"]
 
 GET_TOOL = """
 SELECT tool_id, tool_name, tool_type, tool_metadata, owner_id, updated_at
@@ -34,8 +37,52 @@ ORDER BY record_id
 LIMIT $3
 """
 
+# Record exports (csv, xlsx, pdf): the filters shared by the count and the rows. Field names
+# and values are parameters: $4 the names, $5 their values as JSON text; null matches a
+# missing field too. The created_at bounds are optional ($2 inclusive, $3 exclusive).
+FILTERED_RECORDS_WHERE = """
+WHERE tool_id = $1
+  AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)
+  AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz)
+  AND NOT EXISTS (
+    SELECT FROM unnest($4::text[], $5::text[]) AS f(name, value)
+    WHERE coalesce(data -> f.name, 'null'::jsonb) IS DISTINCT FROM f.value::jsonb
+  )
+"""
+
+COUNT_FILTERED_RECORDS = "SELECT count(*) FROM tool_records" + FILTERED_RECORDS_WHERE
+
+# The fields named in $6 come back as one JSON array per record, in that order (null where
+# missing): one decode per row in Python, and fields not asked for never leave the database.
+# {order} is built by _order_by from fixed fragments only.
+SELECT_FILTERED_RECORDS = (
+    """
+SELECT record_id, created_at,
+       (SELECT coalesce(jsonb_agg(data -> c.name ORDER BY c.pos), '[]'::jsonb)
+        FROM unnest($6::text[]) WITH ORDINALITY AS c(name, pos))::text AS cells
+FROM tool_records"""
+    + FILTERED_RECORDS_WHERE
+    + "ORDER BY {order}"
+)
+
+# Sort keys: the record's own columns by name, any other field as data -> $n.
+SORT_COLUMNS = {"record_id": "record_id", "created_at": "created_at"}
+SORT_FIELD = "data -> ${param}"
+SORT_DIRECTIONS = {False: "ASC NULLS LAST", True: "DESC NULLS LAST"}
+
 ASSET_IDS = "SELECT asset_id FROM tool_assets WHERE tool_id = $1 ORDER BY asset_id"
 ASSET = "SELECT path, content_type, content FROM tool_assets WHERE asset_id = $1"
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """Which records an export reads, in which order, and which data fields of each."""
+
+    fields: Sequence[str]
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    equals: Mapping[str, Any] = field(default_factory=dict)  # field -> JSON value
+    sort: Sequence[tuple[str, bool]] = ()  # (field or record column, descending)
 
 
 def _tool(row: asyncpg.Record) -> Tool:
@@ -71,6 +118,48 @@ async def stream_records(
             return
         yield rows
         last = rows[-1]["record_id"]
+
+
+def _order_by(sort: Sequence[tuple[str, bool]], first_param: int) -> tuple[str, list[str]]:
+    """ORDER BY text from fixed fragments, and the field names it takes as parameters."""
+    terms, params = [], []
+    for name, descending in sort:
+        if name in SORT_COLUMNS:
+            expr = SORT_COLUMNS[name]
+        else:
+            params.append(name)
+            expr = SORT_FIELD.format(param=first_param + len(params) - 1)
+        terms.append(f"{expr} {SORT_DIRECTIONS[descending]}")
+    if "record_id" not in (name for name, _ in sort):
+        terms.append("record_id")  # ties in a stable order
+    return ", ".join(terms), params
+
+
+@asynccontextmanager
+async def open_records(
+    pool: asyncpg.Pool, tool_id: UUID, query: RecordQuery, *, batch_size: int = 2000
+) -> AsyncIterator[tuple[int, AsyncIterator[list[asyncpg.Record]]]]:
+    """(count, batches) of the records `query` selects, both from one snapshot.
+
+    Rows come through a server-side cursor in a read-only repeatable-read transaction, so
+    the count matches the rows and memory holds one batch whatever the sort. Each row has
+    record_id, created_at and `cells`: the JSON text of an array of `query.fields`.
+    """
+    names = list(query.equals)
+    values = [json.dumps(v) for v in query.equals.values()]
+    filters = (tool_id, query.created_from, query.created_to, names, values)
+    order, sort_params = _order_by(query.sort, first_param=7)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        total = int(await conn.fetchval(COUNT_FILTERED_RECORDS, *filters))
+        cursor = await conn.cursor(
+            SELECT_FILTERED_RECORDS.format(order=order), *filters, list(query.fields), *sort_params
+        )
+
+        async def batches() -> AsyncIterator[list[asyncpg.Record]]:
+            while rows := await cursor.fetch(batch_size):
+                yield rows
+
+        yield total, batches()
 
 
 async def iter_assets(pool: asyncpg.Pool, tool_id: UUID) -> AsyncIterator[tuple[str, str, bytes]]:

@@ -20,6 +20,7 @@ MODULES = (
     "service.strategies.forms",
     "service.strategies.workflows",
     "service.strategies.themes",
+    "service.strategies.records",
 )
 
 Registry = dict[tuple[str, str], Strategy]

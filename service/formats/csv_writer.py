@@ -1,0 +1,62 @@
+"""CSV as RFC 4180 (CRLF, quotes doubled), UTF-8 with an optional BOM, formula guard."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+
+from service.formats import Batches, Cell
+
+__all__ = ["FORMULA_TRIGGERS", "count_rows", "write_csv"]
+
+# Excel, LibreOffice and Sheets run a cell starting with one of these as a formula
+# (OWASP "CSV injection"); a leading ' makes them show it as text instead.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+BUFFER = 1024 * 1024
+
+
+def _text(value: Cell, guard: bool) -> Cell:
+    kind = type(value)
+    if kind is str:
+        return "'" + value if guard and value.startswith(FORMULA_TRIGGERS) else value  # type: ignore[union-attr,operator]
+    if kind is int or kind is float or value is None:
+        return value  # numbers are data, not formulas: -5 stays -5; None is written as ""
+    if kind is bool:
+        return "true" if value else "false"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _guard_row(row: Sequence[Cell], guard: bool) -> list[Cell]:
+    return [_text(v, guard) for v in row]
+
+
+def write_csv(
+    path: Path,
+    header: Sequence[str],
+    batches: Batches,
+    *,
+    bom: bool = False,
+    formula_guard: bool = True,
+) -> int:
+    """Write the header and every row; return the number of data rows written.
+
+    Nested values must arrive as JSON text; datetimes are written as ISO 8601 with their offset.
+    """
+    written = 0
+    with path.open("w", encoding="utf-8-sig" if bom else "utf-8", newline="", buffering=BUFFER) as fh:
+        writer = csv.writer(fh, dialect="excel", lineterminator="\r\n")
+        writer.writerow(_guard_row(header, formula_guard))
+        for batch in batches:
+            writer.writerows([[_text(v, formula_guard) for v in row] for row in batch])
+            written += len(batch)
+    return written
+
+
+def count_rows(path: Path) -> int:
+    """Data rows in a CSV file, parsed with the csv module (quoted newlines count once)."""
+    with path.open(encoding="utf-8-sig", newline="", buffering=BUFFER) as fh:
+        return sum(1 for _ in csv.reader(fh)) - 1
