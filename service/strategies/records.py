@@ -116,7 +116,6 @@ def plan(ctx: StepContext) -> Plan:
     columns = [replace(available[n], label=options.labels.get(n, available[n].label)) for n in names]
     start, end = options.created_range()
     query = tools.RecordQuery(
-        fields=[c.name for c in columns if c.name not in BUILTIN_COLUMNS],
         created_from=start,
         created_to=end,
         equals=dict(options.filters.equals),
@@ -133,18 +132,13 @@ def _filename(ctx: StepContext, options: RecordOptions) -> str:
     return (stem or f"{ctx.tool.type}-{ctx.tool.tool_id}-records") + ext
 
 
-def _plain(value: Any) -> Cell:
-    kind = type(value)
-    return json.dumps(value, ensure_ascii=False) if kind is dict or kind is list else cast(Cell, value)
-
-
 def _as_date(value: Any) -> Cell:
     if type(value) is str:
         try:
             return date.fromisoformat(value)
         except ValueError:
             return value
-    return _plain(value)
+    return cast(Cell, value)
 
 
 def _as_datetime(value: Any, tz: tzinfo) -> Cell:
@@ -154,29 +148,33 @@ def _as_datetime(value: Any, tz: tzinfo) -> Cell:
         except ValueError:
             return value
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(tz)
-    return _plain(value)
+    return cast(Cell, value)
 
 
 def converter(columns: Sequence[Column], tz: tzinfo) -> Callable[[list[asyncpg.Record]], list[list[Cell]]]:
-    """Rows of cells from a batch of open_records rows: dates in `tz`, nested JSON as text."""
-    getters: list[Callable[[int, datetime, list[Any]], Cell]] = []
-    index = 0
-    for column in columns:
-        if column.kind == "id":
-            getters.append(lambda rid, created, cells: rid)
-        elif column.kind == "created":
-            getters.append(lambda rid, created, cells: created.astimezone(tz))
-        else:
-            convert = {"date": _as_date, "datetime": partial(_as_datetime, tz=tz)}.get(column.kind, _plain)
-            getters.append(lambda rid, created, cells, i=index, f=convert: f(cells[i]))  # type: ignore[misc]
-            index += 1
+    """Rows of cells from a batch of open_records rows, dates in `tz`."""
+    names = [c.name for c in columns]
+    # Date-like fields are parsed where they sit; everything else is taken as JSON gives it.
+    fixes: list[tuple[int, Callable[[Any], Cell]]] = [
+        (i, _as_date if c.kind == "date" else partial(_as_datetime, tz=tz))
+        for i, c in enumerate(columns)
+        if c.kind in ("date", "datetime")
+    ]
+    with_created = "created_at" in names
     loads = json.loads
 
     def rows(batch: list[asyncpg.Record]) -> list[list[Cell]]:
         out = []
-        for rid, created, text in batch:
-            cells = loads(text)
-            out.append([get(rid, created, cells) for get in getters])
+        for record_id, created, text in batch:
+            data = loads(text)
+            # available_columns never offers data fields of these names, so they can't clash.
+            data["record_id"] = record_id
+            if with_created:
+                data["created_at"] = created.astimezone(tz)
+            row = [data.get(name) for name in names]
+            for i, fix in fixes:
+                row[i] = fix(row[i])
+            out.append(row)
         return out
 
     return rows
