@@ -229,7 +229,10 @@ def write_pdf(
     portrait_width = A4[0] - 2 * MARGIN
     wide = orientation == "landscape" or (orientation == "auto" and sum(natural) > portrait_width)
     pagesize = landscape(A4) if wide else A4
-    canvas = Canvas(str(path), pagesize=pagesize, pageCompression=1)
+    # The initial font too: otherwise every page names Helvetica, a font the PDF doesn't embed.
+    canvas = Canvas(
+        str(path), pagesize=pagesize, pageCompression=1, initialFontName=FONT, initialFontSize=size
+    )
     canvas.setTitle(title)
     canvas.setCreator("export service")
     table = _Table(canvas, pagesize, header, _fit_widths(natural, pagesize[0] - 2 * MARGIN), size)
