@@ -167,6 +167,8 @@ def converter(columns: Sequence[Column], tz: tzinfo) -> Callable[[list[asyncpg.R
         out = []
         for record_id, created, text in batch:
             data = loads(text)
+            if type(data) is not dict:  # jsonb allows any value; only objects have fields
+                data = {}
             # available_columns never offers data fields of these names, so they can't clash.
             data["record_id"] = record_id
             if with_created:

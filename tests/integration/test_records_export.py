@@ -333,6 +333,15 @@ async def test_workflow_dates_are_in_the_requested_zone(
     assert first[5] == started_utc.astimezone(ZoneInfo("Europe/Bucharest")).replace(tzinfo=None)
 
 
+async def test_records_that_are_not_objects_export_as_empty_rows(
+    pool: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    tool_id = await forms_tool(pool, [{"full_name": "a"}])
+    await pool.execute("INSERT INTO tool_records (tool_id, data) VALUES ($1, '[1, 2]'::text::jsonb)", tool_id)
+    run = await export(pool, settings, tmp_path, tool_id, "csv", {"columns": ["full_name"]})
+    assert read_csv(run.file) == [["Full name"], ["a"], [""]]
+
+
 async def test_unknown_fields_fail_validation_before_anything_is_written(
     pool: asyncpg.Pool, settings: Settings, tmp_path: Path
 ) -> None:
