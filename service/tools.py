@@ -39,15 +39,16 @@ LIMIT $3
 
 # Record exports (csv, xlsx, pdf): the filters shared by the count and the rows. Field names
 # and values are parameters: $4 the names, $5 their values as JSON text; null matches a
-# missing field too. The created_at bounds are optional ($2 inclusive, $3 exclusive).
+# missing field too. The created_at bounds are optional ($2 inclusive, $3 exclusive). The
+# cardinality test spares unfiltered exports a subquery per row.
 FILTERED_RECORDS_WHERE = """
 WHERE tool_id = $1
   AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)
   AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz)
-  AND NOT EXISTS (
+  AND (cardinality($4::text[]) = 0 OR NOT EXISTS (
     SELECT FROM unnest($4::text[], $5::text[]) AS f(name, value)
     WHERE coalesce(data -> f.name, 'null'::jsonb) IS DISTINCT FROM f.value::jsonb
-  )
+  ))
 """
 
 COUNT_FILTERED_RECORDS = "SELECT count(*) FROM tool_records" + FILTERED_RECORDS_WHERE
