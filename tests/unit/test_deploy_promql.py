@@ -20,8 +20,9 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
 from service.jobs import JobStatus
@@ -98,6 +99,11 @@ def registry_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
         names.update(sample.name for sample in family.samples)
         names.update(family.name + suffix for suffix in SUFFIXES[family.type])
     return names
+
+
+def exposition_names(text: str) -> set[str]:
+    """Every series name in a /metrics text (a scrape shows only metrics with samples)."""
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def service_metrics() -> list[MetricWrapperBase]:
@@ -348,6 +354,19 @@ def test_alerts_and_dashboard_use_every_kind_of_series_they_need() -> None:
         "exporter_outbox_lag_seconds",
         "exporter_queue_messages",
     } <= seen
+
+
+def test_registry_names_agree_with_the_exposition_text() -> None:
+    # What the registry lists covers what /metrics shows today...
+    assert exposition_names(generate_latest(REGISTRY).decode()) <= registry_names()
+    # ...and the names listed for families without samples are the ones they show once used.
+    registry = CollectorRegistry()
+    counter = Counter("probe_events_total", "x", ["kind"], registry=registry)
+    histogram = Histogram("probe_seconds", "x", ["kind"], registry=registry)
+    before = registry_names(registry)
+    counter.labels("a").inc()
+    histogram.labels("a").observe(1)
+    assert exposition_names(generate_latest(registry).decode()) == before
 
 
 def test_the_metric_check_rejects_what_is_not_exported() -> None:
