@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from service import callbacks, client, dlq
+from service import callbacks, cleanup, client, dlq
 from service.config import Settings, SettingsError, load_settings
 from service.logs import configure
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     p.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
     # Command groups live next to what they operate on.
-    for module in (dlq, client, callbacks):
+    for module in (dlq, cleanup, client, callbacks):
         module.register_commands(sub)
     return parser
 

@@ -322,3 +322,29 @@ async def request_cancel(conn: Executor, job_id: UUID) -> asyncpg.Record | None:
         await conn.execute("SELECT pg_notify('exporter_cancel', $1)", str(job_id))
         await add_event(conn, job_id, "cancel_requested", status=row["status"])
     return row
+
+
+# Retention. SKIP LOCKED lets several cleanups run at once without touching the same job.
+EXPIRE_PACKAGES = """
+UPDATE export_jobs SET package_expired_at = now(), updated_at = now()
+WHERE job_id IN (
+    SELECT job_id FROM export_jobs
+    WHERE status = 'completed' AND package_expired_at IS NULL AND package_path IS NOT NULL
+      AND completed_at < now() - make_interval(days => $1)
+    ORDER BY completed_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)
+RETURNING job_id, package_path
+"""
+
+DELETE_OLD_JOBS = """
+DELETE FROM export_jobs
+WHERE job_id IN (
+    SELECT job_id FROM export_jobs
+    WHERE status IN ('completed', 'failed', 'rolled_back', 'cancelled')
+      AND coalesce(completed_at, updated_at) < now() - make_interval(days => $1)
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)
+RETURNING job_id, package_path, package_expired_at
+"""
