@@ -93,6 +93,8 @@ async def run_worker(settings: Settings) -> None:
         )
         tasks.append(asyncio.create_task(monitor(settings, pool, broker, stop, database=False)))
         tasks.append(asyncio.create_task(callbacks.run_sender(settings, pool, broker, stop)))
+        if settings.cleanup_interval_seconds > 0:
+            tasks.append(asyncio.create_task(_periodic_cleanup(settings, pool, stop)))
         await worker.run(stop)
     finally:
         stop.set()
@@ -101,6 +103,21 @@ async def run_worker(settings: Settings) -> None:
             await broker.close()
         await pool.close()
         log.info("worker stopped")
+
+
+async def _periodic_cleanup(settings: Settings, pool: Any, stop: asyncio.Event) -> None:
+    """Retention from inside a worker, every EXPORTER_CLEANUP_INTERVAL_SECONDS (0: off)."""
+    from service.cleanup import cleanup
+
+    storage = open_storage(settings)
+    while not stop.is_set():
+        try:
+            removed = await cleanup(pool, storage, settings.retention_days, settings.package_ttl_days)
+            log.info("cleanup done", extra={"packages": removed.packages, "jobs": removed.jobs})
+        except Exception:
+            log.exception("cleanup failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.cleanup_interval_seconds)
 
 
 def run_all(settings: Settings, workers: int) -> int:

@@ -71,3 +71,21 @@ async def test_an_injection_through_the_retention_value_fails_safely(
     assert await pool.fetchval("SELECT count(*) FROM export_jobs") == 1
     ok = exporter(settings_env(settings), "cleanup")
     assert ok.returncode == 0 and "deleted 1 jobs" in ok.stdout
+
+
+async def test_a_worker_runs_cleanup_periodically(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    from tests.support.processes import running
+
+    user = await create_user(pool, ["exporter"])
+    tool = await create_tool(pool, user)
+    await _job(pool, user, tool, "failed", 40, None)
+    with running(settings, tmp_path, api=False, cleanup_interval_seconds=0.5):
+        import asyncio
+
+        for _ in range(100):
+            if await pool.fetchval("SELECT count(*) FROM export_jobs") == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert await pool.fetchval("SELECT count(*) FROM export_jobs") == 0
