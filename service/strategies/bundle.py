@@ -8,15 +8,15 @@ import shutil
 from pathlib import Path
 
 from service import metrics, tools
-from service.errors import InvalidInput, PermanentError
+from service.errors import PermanentError
 from service.packaging.archive import (
     file_sha256,
-    safe_relpath,
     verify_archive,
     write_manifest,
     write_zip,
 )
 from service.steps import Package, Step, StepContext, StepFn, Strategy
+from service.strategies.package_common import copy_assets
 
 ROOT = "bundle"
 ZIP_NAME = "bundle.zip"
@@ -65,23 +65,8 @@ async def write_records(ctx: StepContext) -> None:
 
 
 async def copy_media(ctx: StepContext) -> None:
-    media = _root(ctx) / "media"
-    media.mkdir(parents=True, exist_ok=True)
-    skipped: list[dict[str, str]] = []
-    seen: set[str] = set()
-    async for path, _content_type, content in tools.iter_assets(ctx.pool, ctx.tool.tool_id):
-        try:
-            rel = safe_relpath(path)
-        except InvalidInput as exc:
-            skipped.append({"path": repr(path), "reason": exc.message})
-            continue
-        if rel.casefold() in seen:
-            skipped.append({"path": rel, "reason": "duplicate path"})
-            continue
-        seen.add(rel.casefold())
-        target = media / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
+    _copied, notes = await copy_assets(ctx, _root(ctx) / "media", "media")
+    skipped = [{"path": note["asset"], "reason": note["skipped"]} for note in notes]
     if skipped:
         (_root(ctx) / "skipped_assets.json").write_text(json.dumps(skipped, indent=2) + "\n", "utf-8")
 

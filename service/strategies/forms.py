@@ -191,7 +191,7 @@ async def copy_data(ctx: StepContext) -> None:
     columns, _ = plan(ctx)
     root = pkg_root(ctx)
     write_json(root / "data" / "form-schema.json", ctx.tool.metadata)
-    _copied, notes = await copy_assets(ctx, "data/assets", "data")
+    _copied, notes = await copy_assets(ctx, pkg_root(ctx) / "data/assets", "data")
     write_notes(ctx, "data", notes)
 
     def to_row(r: asyncpg.Record) -> list[object]:

@@ -172,14 +172,13 @@ def write_node_scaffold(
     )
 
 
-async def copy_assets(ctx: StepContext, dest: str, step: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Write the tool's assets under `dest`; unsafe or clashing paths are skipped and noted,
+async def copy_assets(ctx: StepContext, base: Path, step: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Write the tool's assets under `base`; unsafe or clashing paths are skipped and noted,
     never written (one odd asset should not cost the owner the whole export).
 
     Returns the paths written and the notes, for the caller's write_notes.
     """
-    base = pkg_root(ctx) / dest
-    base.mkdir(parents=True, exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one local mkdir, as the writes below
     notes: list[dict[str, str]] = []
     seen: set[str] = set()
     copied: list[str] = []

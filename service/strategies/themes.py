@@ -166,7 +166,7 @@ def _backgrounds(ctx: StepContext, copied: set[str], notes: list[dict[str, str]]
 
 
 async def assets(ctx: StepContext) -> None:
-    written, notes = await copy_assets(ctx, "assets", "assets")
+    written, notes = await copy_assets(ctx, pkg_root(ctx) / "assets", "assets")
     copied = set(written)
     fonts = _fonts(_dict(ctx.tool.metadata.get("typography")).get("fonts") or [], copied, notes)
     backgrounds = _backgrounds(ctx, copied, notes)

@@ -155,7 +155,7 @@ def _execution_row(r: asyncpg.Record) -> list[object]:
 async def copy_data(ctx: StepContext) -> None:
     root = pkg_root(ctx)
     write_json(root / "data" / "workflow.json", definition(ctx))
-    _copied, notes = await copy_assets(ctx, "data/assets", "data")
+    _copied, notes = await copy_assets(ctx, pkg_root(ctx) / "data/assets", "data")
     write_notes(ctx, "data", notes)
     await write_records_csv(ctx, root / "data" / "executions.csv", COLUMNS, _execution_row)
 
