@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -63,6 +64,20 @@ class Broker:
         )
         self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         await self.declare(self.channel)
+
+    async def connect_until(self, stop: asyncio.Event, timeout: float = 10) -> bool:
+        """Connect, retrying with backoff while the broker is down; False if stopped first."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await self.connect(timeout=timeout)
+                return True
+            except Exception as exc:
+                log.warning("broker unavailable; retrying", extra={"error": str(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10)
+        return False
 
     async def declare(self, channel: AbstractChannel) -> None:
         t = self.topology

@@ -35,17 +35,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def connect_broker(settings: Settings, stop: asyncio.Event) -> Broker | None:
     """Connect, retrying while the broker is down; None if stopped first."""
     broker = Broker(settings)
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await broker.connect()
-            return broker
-        except Exception as exc:
-            log.warning("broker unavailable; retrying", extra={"error": str(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 10)
-    return None
+    return broker if await broker.connect_until(stop) else None
 
 
 async def run_api(settings: Settings, *, with_relay: bool = True) -> None:

@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, with_relay: bool = True) -> FastAPI:
             # Usually the broker is up: connect before serving. If it is down, the API
             # still accepts jobs into the outbox and the task below keeps trying.
             await broker.connect(timeout=3)
-        tasks.append(asyncio.create_task(_connect_broker(broker, settings, stop, tasks, with_relay, app)))
+        tasks.append(asyncio.create_task(_connect_broker(broker, settings, stop, with_relay, app)))
         tasks.append(asyncio.create_task(monitor(settings, app.state.pool, broker, stop)))
         try:
             yield
@@ -103,19 +103,11 @@ async def _connect_broker(
     broker: Broker,
     settings: Settings,
     stop: asyncio.Event,
-    tasks: list[asyncio.Task[Any]],
     with_relay: bool,
     app: FastAPI,
 ) -> None:
     """Connect in the background: the API accepts jobs into the outbox while the broker is down."""
-    delay = 0.5
-    while not stop.is_set() and not broker.is_connected:
-        try:
-            await broker.connect(timeout=5)
-            break
-        except Exception as exc:
-            log.warning("broker unavailable; retrying", extra={"error": str(exc)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
+    if not broker.is_connected:
+        await broker.connect_until(stop, timeout=5)
     if with_relay and not stop.is_set():
         await Relay(settings, app.state.pool, broker).run(stop)
