@@ -28,7 +28,7 @@ from service.errors import InvalidInput
 from service.jobs import TERMINAL, JobStatus
 from service.logs import bind
 from service.messages import REQUESTED_KEY, ExportRequested, job_event, parse_request
-from service.steps import StepContext
+from service.steps import StepContext, Strategy, Tool
 from service.storage import Storage
 from service.strategies import Registry
 from service.tools import get_tool
@@ -143,12 +143,13 @@ class Worker:
             await self._hand_back(delivery, message)
 
     async def _process(self, delivery: AbstractIncomingMessage, message: ExportRequested) -> None:
-        strategy = self.registry.get((await self._tool_type(message), message.format))
-        problem = await self._check(message, strategy is not None)
+        tool = await get_tool(self.pool, message.tool_id)
+        strategy = self.registry.get((tool.type, message.format)) if tool else None
+        problem = await self._check(message, tool, strategy)
         if problem is not None:
             await self._poison(delivery, *problem, message.job_id)
             return
-        assert strategy is not None
+        assert tool is not None and strategy is not None
         try:
             options = strategy.options.model_validate(callbacks.strategy_options(message.options))
         except ValidationError as exc:
@@ -159,8 +160,6 @@ class Worker:
         if job is None:
             await delivery.ack()
             return
-        tool = await get_tool(self.pool, message.tool_id)
-        assert tool is not None
         ctx = StepContext(
             job_id=message.job_id,
             user_id=message.user_id,
@@ -188,20 +187,15 @@ class Worker:
             await self._dead_letter(delivery, "delivery_limit", "delivery limit reached")
         await delivery.ack()
 
-    async def _tool_type(self, message: ExportRequested) -> str:
-        return str(
-            await self.pool.fetchval(
-                "SELECT tool_type FROM tool_registry WHERE tool_id = $1", message.tool_id
-            )
-        )
-
-    async def _check(self, message: ExportRequested, supported: bool) -> tuple[str, str] | None:
+    async def _check(
+        self, message: ExportRequested, tool: Tool | None, strategy: Strategy | None
+    ) -> tuple[str, str] | None:
         """Why a well-formed message still cannot run, or None."""
-        if await get_tool(self.pool, message.tool_id) is None:
+        if tool is None:
             return "unknown_tool", f"tool {message.tool_id} does not exist"
         if await self.pool.fetchval(USER_EXISTS, message.user_id) is None:
             return "unknown_user", f"user {message.user_id} does not exist"
-        if not supported:
+        if strategy is None:
             return "unsupported_format", f"format {message.format!r} is not supported for this tool"
         return None
 
