@@ -8,7 +8,7 @@ Goal (issue 5): at least 50% of psql's rows/s, peak RSS under 150 MB.
 
     .venv/bin/python bench/bench_csv.py [--records 1000000] [--runs 3]
 
-bench_xlsx.py and bench_pdf.py reuse the scratch database and child helpers defined here.
+bench_xlsx.py and bench_pdf.py reuse the child helpers defined here.
 """
 
 from __future__ import annotations
@@ -16,78 +16,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
-import asyncpg
+from scratch import measure_child, scratch_database
 
-from service import migrations, seed_data, tools
+from service import seed_data, tools
 from service.config import Settings
 from service.db import create_pool
 from service.steps import StepContext
 from service.storage import LocalStorage
 from service.strategies import load_registry
 
-ADMIN_URL = os.environ.get("EXPORTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 FIELDS = [f["name"] for f in seed_data.form_metadata()["fields"]]
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-async def _prepare(name: str, records: int) -> uuid.UUID:
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(with_database(ADMIN_URL, name))
-    try:
-        await migrations.up(conn)
-        start = time.perf_counter()
-        tool_id = await seed_data.insert_tool(
-            conn,
-            owner_id=None,
-            tool_type="forms",
-            name="Benchmark form",
-            metadata=seed_data.form_metadata(),
-            records=seed_data.form_submissions(records),
-        )
-        await conn.execute("ANALYZE tool_records")
-        print(f"inserted {records} submissions in {time.perf_counter() - start:.1f} s", flush=True)
-        return tool_id
-    finally:
-        await conn.close()
-
-
-async def _drop(name: str) -> None:
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@contextmanager
-def scratch_database(records: int) -> Iterator[tuple[str, uuid.UUID]]:
-    """(database URL, forms tool id) of a new database holding `records` submissions."""
-    name = f"exporter_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        tool_id = asyncio.run(_prepare(name, records))
-        yield with_database(ADMIN_URL, name), tool_id
-    finally:
-        asyncio.run(_drop(name))
 
 
 async def _export(
@@ -133,14 +80,7 @@ def run_child(
             tmp,
             json.dumps(options or {}),
         ]
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise SystemExit(f"{fmt} export child failed with exit code {proc.returncode}")
-        return json.loads(out), usage.ru_maxrss / 1024  # Linux reports KiB
+        return measure_child(args, f"{fmt} export")
 
 
 def child_main(argv: list[str]) -> None:

@@ -12,63 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-import asyncpg
+from scratch import measure_child, scratch_database
 
-from service import migrations, seed_data, tools
+from service import seed_data, tools
 from service.config import Settings
 from service.db import create_pool
 from service.steps import NoOptions, StepContext
 from service.storage import LocalStorage
 from service.strategies import load_registry
-
-ADMIN_URL = os.environ.get("EXPORTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-async def prepare(name: str, records: int) -> uuid.UUID:
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(with_database(ADMIN_URL, name))
-    try:
-        await migrations.up(conn)
-        start = time.perf_counter()
-        tool_id = await seed_data.insert_tool(
-            conn,
-            owner_id=None,
-            tool_type="forms",
-            name="Benchmark form",
-            metadata=seed_data.form_metadata(),
-            records=seed_data.form_submissions(records),
-            assets=[("images/logo.png", "image/png", seed_data.png(2, 2))],
-        )
-        print(f"inserted {records} submissions in {time.perf_counter() - start:.1f} s")
-        return tool_id
-    finally:
-        await conn.close()
-
-
-async def drop(name: str) -> None:
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def export_once(database_url: str, tool_id: uuid.UUID, workdir: Path) -> dict[str, float]:
@@ -99,16 +57,7 @@ async def export_once(database_url: str, tool_id: uuid.UUID, workdir: Path) -> d
 
 def run_child(database_url: str, tool_id: uuid.UUID) -> tuple[dict[str, float], float]:
     with tempfile.TemporaryDirectory(prefix="bench-package-") as tmp:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", database_url, str(tool_id), tmp], stdout=subprocess.PIPE
-        )
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise SystemExit(f"export child failed with exit code {proc.returncode}")
-        return json.loads(out), usage.ru_maxrss / 1024  # Linux reports KiB
+        return measure_child([sys.executable, __file__, "--child", database_url, str(tool_id), tmp], "export")
 
 
 def main() -> None:
@@ -126,12 +75,11 @@ def main() -> None:
         print(json.dumps(asyncio.run(export_once(url, uuid.UUID(tool_id), Path(workdir)))))
         return
 
-    name = f"exporter_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        tool_id = asyncio.run(prepare(name, args.records))
+    logo = [("images/logo.png", "image/png", seed_data.png(2, 2))]
+    with scratch_database(args.records, logo) as (database_url, tool_id):
         seconds, peaks = [], []
         for i in range(args.runs):
-            result, peak_mb = run_child(with_database(ADMIN_URL, name), tool_id)
+            result, peak_mb = run_child(database_url, tool_id)
             seconds.append(result["seconds"])
             peaks.append(peak_mb)
             steps = ", ".join(f"{k} {v:.2f}" for k, v in result.items() if k not in ("seconds", "size"))
@@ -143,8 +91,6 @@ def main() -> None:
             f"median {statistics.median(seconds):.2f} s, peak RSS median {statistics.median(peaks):.0f} MB, "
             f"max {max(peaks):.0f} MB (goal: < 10 s, < 200 MB)"
         )
-    finally:
-        asyncio.run(drop(name))
 
 
 if __name__ == "__main__":

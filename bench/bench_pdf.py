@@ -1,6 +1,6 @@
 """PDF export of 10,000 form submissions: seconds and peak RSS, medians of several runs.
 
-Uses bench_csv's scratch database and child runner: each run is every step of the
+Uses bench/scratch.py's scratch database and bench_csv's child runner: each run is every step of the
 forms-pdf strategy in a fresh process. Issue 5 asks for the seconds to be printed.
 
     .venv/bin/python bench/bench_pdf.py [--records 10000] [--runs 5]
@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench_csv import child_main, run_child, scratch_database
+from bench_csv import child_main, run_child
+from scratch import scratch_database
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """XLSX export of 1,000,000 form submissions: rows/s and peak RSS, medians of several runs.
 
-Uses bench_csv's scratch database and child runner: each run is every step of the
+Uses bench/scratch.py's scratch database and bench_csv's child runner: each run is every step of the
 forms-xlsx strategy in a fresh process, so ru_maxrss is the export's own.
 Goal (issue 5): peak RSS under 300 MB; rows/s printed.
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench_csv import child_main, run_child, scratch_database
+from bench_csv import child_main, run_child
+from scratch import scratch_database
 
 
 def main() -> None:
