@@ -50,7 +50,7 @@ async def _export(
         ctx = StepContext(
             job_id=uuid.uuid4(), user_id=None, attempt=1, format=fmt,
             options=strategy.options.model_validate(options), tool=tool, strategy=strategy.name,
-            workdir=workdir / "work", pool=pool, settings=settings, storage=LocalStorage(workdir / "storage"),
+            work_path=workdir / "work", pool=pool, settings=settings, storage=LocalStorage(workdir / "storage"),
         )  # fmt: skip
         ctx.workdir.mkdir()
         timings: dict[str, float] = {}

@@ -39,7 +39,7 @@ async def export_once(database_url: str, tool_id: uuid.UUID, workdir: Path) -> d
         strategy = load_registry()[("forms", "package")]
         ctx = StepContext(
             job_id=uuid.uuid4(), user_id=None, attempt=1, format="package", options=NoOptions(), tool=tool,
-            strategy=strategy.name, workdir=workdir / "work", pool=pool, settings=settings,
+            strategy=strategy.name, work_path=workdir / "work", pool=pool, settings=settings,
             storage=LocalStorage(workdir / "storage"),
         )  # fmt: skip
         ctx.workdir.mkdir(parents=True)

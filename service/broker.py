@@ -19,7 +19,7 @@ from aio_pika.abc import (
 )
 
 from service.config import Settings
-from service.messages import REQUESTED_KEY, Topology
+from service.messages import CALLBACK_HEADER, EVENT_KEYS, REQUESTED_KEY, Topology
 
 __all__ = ["AT_HEADER", "DELIVERIES_HEADER", "DETAIL_HEADER", "REASON_HEADER", "Broker"]
 
@@ -92,8 +92,15 @@ class Broker:
         callbacks = await channel.declare_queue(
             t.callbacks, durable=True, arguments={"x-queue-type": "quorum"}
         )
-        for kind in ("completed", "failed", "cancelled"):
-            await callbacks.bind(events, f"export.{kind}")
+        wanted = await channel.declare_exchange(
+            t.callback_events, aio_pika.ExchangeType.HEADERS, durable=True
+        )
+        for key in EVENT_KEYS:
+            await wanted.bind(events, key)
+            # Before the headers exchange, the queue took every event: unbinding a binding
+            # that doesn't exist is a no-op, so this is safe to repeat.
+            await callbacks.unbind(events, key)
+        await callbacks.bind(wanted, arguments={"x-match": "all", CALLBACK_HEADER: True})
         self.exchanges = {"requests": exchange, "dlx": dlx, "events": events}
 
     async def request_queue(self, channel: AbstractChannel) -> AbstractQueue:

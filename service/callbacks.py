@@ -2,8 +2,9 @@
 
 The API keeps `callback_url` in the job's options but never puts it in the request message,
 so strategies never see it. A sender consumes the terminal events (`export.completed`,
-`export.failed`, `export.cancelled`) from the events exchange through its own queue
-(`<prefix>.callbacks`), and POSTs the job's final state signed with HMAC-SHA256. Every
+`export.failed`, `export.cancelled`) of jobs with a callback from the events exchange through
+its own queue (`<prefix>.callbacks`, fed by a headers exchange that lets through only events
+marked with CALLBACK_HEADER), and POSTs the job's final state signed with HMAC-SHA256. Every
 terminal event passes through the outbox, whichever process ended the job (orchestrator,
 reaper, poison path, API cancel), so this one consumer sees them all.
 """
@@ -33,7 +34,7 @@ from service import jobs
 from service.broker import Broker
 from service.config import Settings
 from service.errors import InvalidInput
-from service.messages import job_event
+from service.messages import CALLBACK_OPTION, job_event
 
 __all__ = [
     "CALLBACK_OPTION",
@@ -48,12 +49,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CALLBACK_OPTION = "callback_url"
 SIGNATURE_HEADER = "X-Export-Signature"
 EVENT_HEADER = "X-Export-Event"
 DELIVERY_HEADER = "X-Export-Delivery"
 MAX_URL_LENGTH = 2000
-TERMINAL_KEYS = ("export.completed", "export.failed", "export.cancelled")
 
 
 class CallbackRefused(Exception):
@@ -123,7 +122,7 @@ def verify(key: bytes, body: bytes, header: str | None) -> bool:
 
 def payload(row: asyncpg.Record) -> dict[str, Any]:
     """The body POSTed to the callback URL: the terminal event, plus what a person reads."""
-    routing_key, delivery_id, event = job_event(row)
+    routing_key, delivery_id, event, _ = job_event(row)
     return {
         **event,
         "event": routing_key,
@@ -220,12 +219,10 @@ class CallbackSender:
         assert self.broker.connection is not None, "connect the broker first"
         channel = await self.broker.connection.channel()
         await channel.set_qos(prefetch_count=self.concurrency)
-        events = await channel.get_exchange(self.broker.topology.events, ensure=False)
+        # Broker.declare made the queue and its bindings when the broker connected.
         queue = await channel.declare_queue(
             self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
         )
-        for key in TERMINAL_KEYS:
-            await queue.bind(events, key)
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
             self._client = client
             tag = await queue.consume(self._on_message)

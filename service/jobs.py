@@ -46,17 +46,25 @@ GET_BY_IDEMPOTENCY_KEY = """
 SELECT * FROM export_jobs WHERE user_id = $1 AND idempotency_key = $2
 """
 
-# A pending job, or a running one whose worker stopped heartbeating (crashed, lost).
+# A pending job, or a running one whose worker stopped heartbeating (crashed, lost); the
+# `started` event is written by the same statement.
 CLAIM = """
-UPDATE export_jobs
-SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'in_progress' END,
-    worker_id = $3, heartbeat_at = now(), deliveries = deliveries + 1,
-    steps_total = $4, started_at = coalesce(started_at, now()), updated_at = now()
-WHERE job_id = $1 AND attempt = $2
-  AND (status = 'pending'
-       OR (status IN ('in_progress', 'cancelling')
-           AND (worker_id IS NULL OR heartbeat_at < now() - make_interval(secs => $5))))
-RETURNING *
+WITH claimed AS (
+    UPDATE export_jobs
+    SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'in_progress' END,
+        worker_id = $3, heartbeat_at = now(), deliveries = deliveries + 1,
+        steps_total = $4, started_at = coalesce(started_at, now()), updated_at = now()
+    WHERE job_id = $1 AND attempt = $2
+      AND (status = 'pending'
+           OR (status IN ('in_progress', 'cancelling')
+               AND (worker_id IS NULL OR heartbeat_at < now() - make_interval(secs => $5))))
+    RETURNING *
+), started AS (
+    INSERT INTO export_job_events (job_id, kind, detail)
+    SELECT job_id, 'started', jsonb_build_object('worker', worker_id, 'delivery', deliveries)
+    FROM claimed
+)
+SELECT * FROM claimed
 """
 
 HEARTBEAT = """
@@ -65,14 +73,14 @@ WHERE job_id = ANY($1::uuid[]) AND worker_id = $2 AND status IN ('in_progress', 
 RETURNING job_id, status
 """
 
+# A step begins: the job shows it as current, and its row (new, or reset on resume) runs.
 START_STEP = """
-UPDATE export_jobs SET current_step = $3, updated_at = now()
-WHERE job_id = $1 AND worker_id = $2
-"""
-
-UPSERT_STEP = """
+WITH job AS (
+    UPDATE export_jobs SET current_step = $5, updated_at = now()
+    WHERE job_id = $1 AND worker_id = $2
+)
 INSERT INTO export_job_steps (job_id, attempt, position, name, status, tries, started_at)
-VALUES ($1, $2, $3, $4, 'running', 0, now())
+VALUES ($1, $3, $4, $6, 'running', 0, now())
 ON CONFLICT (job_id, attempt, position)
 DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL, error = NULL
 """
@@ -87,10 +95,20 @@ UPDATE export_job_steps SET status = $4, finished_at = now(), error = $5
 WHERE job_id = $1 AND attempt = $2 AND position = $3
 """
 
-STEP_PROGRESS = """
-UPDATE export_jobs
-SET steps_completed = $3, progress_percentage = $4, updated_at = now()
-WHERE job_id = $1 AND worker_id = $2 AND status IN ('in_progress', 'cancelling')
+# A step other than the last succeeded: its try and completion, the job's progress and the
+# `step_completed` event, in one statement.
+STEP_DONE = """
+WITH step AS (
+    UPDATE export_job_steps
+    SET status = 'completed', tries = tries + 1, finished_at = now(), error = NULL
+    WHERE job_id = $1 AND attempt = $2 AND position = $3
+), job AS (
+    UPDATE export_jobs
+    SET steps_completed = $3, progress_percentage = $5, updated_at = now()
+    WHERE job_id = $1 AND worker_id = $4 AND status IN ('in_progress', 'cancelling')
+)
+INSERT INTO export_job_events (job_id, kind, detail)
+VALUES ($1, 'step_completed', jsonb_build_object('step', $6::text, 'position', $3::int))
 """
 
 # Within-step progress: only ever forwards, so a late write can't move the bar back.
@@ -115,13 +133,35 @@ UPDATE export_job_steps SET status = 'failed', error = 'outputs lost; started ov
 WHERE job_id = $1 AND attempt = $2 AND status = 'completed'
 """
 
+# The last step succeeded: the job is completed, with its `completed` event and its
+# export.completed message queued in the outbox ($8-$11 from messages.job_event, finished_at
+# added from the row). One statement, where outbox.enqueue would cost three more round trips
+# on every job. No row is returned when the job is no longer this worker's to complete.
 COMPLETE = """
-UPDATE export_jobs
-SET status = 'completed', steps_completed = steps_total, progress_percentage = 100,
-    current_step = NULL, package_path = $3, package_size_bytes = $4, package_sha256 = $5,
-    completed_at = now(), updated_at = now(), worker_id = NULL, heartbeat_at = NULL
-WHERE job_id = $1 AND worker_id = $2 AND status = 'in_progress'
-RETURNING *
+WITH done AS (
+    UPDATE export_jobs
+    SET status = 'completed', steps_completed = steps_total, progress_percentage = 100,
+        current_step = NULL, package_path = $3, package_size_bytes = $4, package_sha256 = $5,
+        completed_at = now(), updated_at = now(), worker_id = NULL, heartbeat_at = NULL
+    WHERE job_id = $1 AND worker_id = $2 AND status = 'in_progress'
+    RETURNING *
+), step AS (
+    UPDATE export_job_steps
+    SET status = 'completed', tries = tries + 1, finished_at = now(), error = NULL
+    WHERE job_id = $1 AND attempt = $6 AND position = $7 AND EXISTS (SELECT FROM done)
+), event AS (
+    INSERT INTO export_job_events (job_id, kind, detail)
+    SELECT job_id, 'completed', jsonb_build_object('size', package_size_bytes, 'sha256', package_sha256)
+    FROM done
+), message AS (
+    INSERT INTO export_outbox (exchange, routing_key, message_id, body, headers)
+    SELECT 'events', $8, $9,
+           $10::jsonb || jsonb_build_object(
+               'finished_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')),
+           $11::jsonb
+    FROM done
+)
+SELECT * FROM done
 """
 
 FAIL = """

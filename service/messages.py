@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -17,6 +18,11 @@ __all__ = ["REQUESTED_SCHEMA", "ExportRequested", "Topology", "parse_request"]
 
 REQUESTED_SCHEMA = "export.requested.v1"
 REQUESTED_KEY = "export.requested"
+# The request option holding the callback URL, and the event header saying one is set (no
+# "x-" prefix: a headers exchange ignores those unless told otherwise).
+CALLBACK_OPTION = "callback_url"
+CALLBACK_HEADER = "export-callback"
+EVENT_KEYS = ("export.completed", "export.failed", "export.cancelled")  # terminal events
 
 
 class ExportRequested(BaseModel):
@@ -72,8 +78,12 @@ def parse_request(body: bytes) -> ExportRequested:
     return message
 
 
-def job_event(row: asyncpg.Record) -> tuple[str, str, dict[str, Any]]:
-    """(routing key, message id, body) of the event announcing a job's terminal status."""
+def job_event(row: asyncpg.Record | Mapping[str, Any]) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """(routing key, message id, body, headers) of the event announcing a job's terminal status.
+
+    The CALLBACK_HEADER header tells the callback sender whether the job asked for a callback,
+    so events of jobs without one need no database lookup.
+    """
     status = row["status"]
     kind = {"completed": "completed", "cancelled": "cancelled"}.get(status, "failed")
     body = {
@@ -87,9 +97,11 @@ def job_event(row: asyncpg.Record) -> tuple[str, str, dict[str, Any]]:
         "error_code": row["error_code"],
         "package_size_bytes": row["package_size_bytes"],
         "package_sha256": row["package_sha256"],
-        "finished_at": row["updated_at"].isoformat(),
+        # None while the row is still being written (jobs.COMPLETE fills it in).
+        "finished_at": row["updated_at"].isoformat() if row["updated_at"] else None,
     }
-    return f"export.{kind}", f"{row['job_id']}:{row['attempt']}:{status}", body
+    headers = {CALLBACK_HEADER: bool((row["options"] or {}).get(CALLBACK_OPTION))}
+    return f"export.{kind}", f"{row['job_id']}:{row['attempt']}:{status}", body, headers
 
 
 class Topology:
@@ -102,3 +114,6 @@ class Topology:
         self.dlx = f"{prefix}.dlx"
         self.events = f"{prefix}.events"
         self.callbacks = f"{prefix}.callbacks"
+        # A headers exchange between `events` and the callbacks queue: only events whose
+        # CALLBACK_HEADER is true reach the queue, so jobs without a callback cost it nothing.
+        self.callback_events = f"{prefix}.callback-events"

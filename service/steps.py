@@ -59,7 +59,9 @@ class StepContext:
     options: BaseModel
     tool: Tool
     strategy: str
-    workdir: Path
+    # Where the job's files go; created on first use of `workdir`, so a strategy that keeps
+    # no files costs no directory.
+    work_path: Path
     pool: asyncpg.Pool
     settings: Settings
     storage: Storage
@@ -69,6 +71,16 @@ class StepContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # The final step sets this; the orchestrator records it with the completion.
     package: Package | None = None
+
+    _work_made: bool = field(default=False, repr=False)
+
+    @property
+    def workdir(self) -> Path:
+        """The job's working directory (created on first use); steps share files through it."""
+        if not self._work_made:
+            self.work_path.mkdir(parents=True, exist_ok=True)
+            self._work_made = True
+        return self.work_path
 
     def check_cancelled(self) -> None:
         """Raise CancelledError inside worker threads once the job is being cancelled."""

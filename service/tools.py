@@ -18,10 +18,25 @@ import asyncpg
 from service.db import Executor
 from service.steps import Tool
 
-__all__ = ["RecordQuery", "count_records", "get_tool", "iter_assets", "open_records", "stream_records"]
+__all__ = [
+    "RecordQuery",
+    "count_records",
+    "get_tool",
+    "get_tool_for_user",
+    "iter_assets",
+    "open_records",
+    "stream_records",
+]
 
 GET_TOOL = """
 SELECT tool_id, tool_name, tool_type, tool_metadata, owner_id, updated_at
+FROM tool_registry WHERE tool_id = $1
+"""
+
+# The tool a request names, and whether its user exists: a worker's one lookup per delivery.
+GET_TOOL_FOR_USER = """
+SELECT tool_id, tool_name, tool_type, tool_metadata, owner_id, updated_at,
+       EXISTS (SELECT FROM users WHERE user_id = $2) AS user_exists
 FROM tool_registry WHERE tool_id = $1
 """
 
@@ -96,6 +111,12 @@ def _tool(row: asyncpg.Record) -> Tool:
 async def get_tool(conn: Executor, tool_id: UUID) -> Tool | None:
     row = await conn.fetchrow(GET_TOOL, tool_id)
     return _tool(row) if row else None
+
+
+async def get_tool_for_user(conn: Executor, tool_id: UUID, user_id: UUID) -> tuple[Tool | None, bool]:
+    """(the tool or None, whether the user exists; False too when the tool doesn't)."""
+    row = await conn.fetchrow(GET_TOOL_FOR_USER, tool_id, user_id)
+    return (_tool(row), bool(row["user_exists"])) if row else (None, False)
 
 
 async def count_records(conn: Executor, tool_id: UUID) -> int:

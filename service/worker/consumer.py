@@ -31,7 +31,7 @@ from service.messages import REQUESTED_KEY, ExportRequested, job_event, parse_re
 from service.steps import StepContext, Strategy, Tool
 from service.storage import Storage
 from service.strategies import Registry
-from service.tools import get_tool
+from service.tools import get_tool_for_user
 from service.worker.orchestrator import JobRun, StopReason, run_job
 
 __all__ = ["Worker"]
@@ -39,7 +39,6 @@ __all__ = ["Worker"]
 log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "exporter_cancel"
-USER_EXISTS = "SELECT 1 FROM users WHERE user_id = $1"
 RETRY_DELIVERY_SECONDS = 2.0
 
 
@@ -143,9 +142,9 @@ class Worker:
             await self._hand_back(delivery, message)
 
     async def _process(self, delivery: AbstractIncomingMessage, message: ExportRequested) -> None:
-        tool = await get_tool(self.pool, message.tool_id)
+        tool, user_exists = await get_tool_for_user(self.pool, message.tool_id, message.user_id)
         strategy = self.registry.get((tool.type, message.format)) if tool else None
-        problem = await self._check(message, tool, strategy)
+        problem = self._check(message, tool, user_exists, strategy)
         if problem is not None:
             await self._poison(delivery, *problem, message.job_id)
             return
@@ -155,7 +154,6 @@ class Worker:
         except ValidationError as exc:
             await self._poison(delivery, "invalid_options", str(exc.errors()[0]["msg"]), message.job_id)
             return
-        await self._ensure_job(message, len(strategy.steps))
         job = await self._claim(message, len(strategy.steps))
         if job is None:
             await delivery.ack()
@@ -168,7 +166,7 @@ class Worker:
             options=options,
             tool=tool,
             strategy=strategy.name,
-            workdir=self.settings.work_dir / f"{message.job_id}-{message.attempt}",
+            work_path=self.settings.work_dir / f"{message.job_id}-{message.attempt}",
             pool=self.pool,
             settings=self.settings,
             storage=self.storage,
@@ -187,19 +185,20 @@ class Worker:
             await self._dead_letter(delivery, "delivery_limit", "delivery limit reached")
         await delivery.ack()
 
-    async def _check(
-        self, message: ExportRequested, tool: Tool | None, strategy: Strategy | None
+    @staticmethod
+    def _check(
+        message: ExportRequested, tool: Tool | None, user_exists: bool, strategy: Strategy | None
     ) -> tuple[str, str] | None:
         """Why a well-formed message still cannot run, or None."""
         if tool is None:
             return "unknown_tool", f"tool {message.tool_id} does not exist"
-        if await self.pool.fetchval(USER_EXISTS, message.user_id) is None:
+        if not user_exists:
             return "unknown_user", f"user {message.user_id} does not exist"
         if strategy is None:
             return "unsupported_format", f"format {message.format!r} is not supported for this tool"
         return None
 
-    async def _ensure_job(self, message: ExportRequested, steps_total: int) -> None:
+    async def _create_job(self, message: ExportRequested, steps_total: int) -> None:
         """Create the job row for a message published straight to the exchange (once)."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -221,26 +220,15 @@ class Worker:
     async def _claim(self, message: ExportRequested, steps_total: int) -> asyncpg.Record | None:
         """Claim the job row, waiting while a live worker holds it; None when nothing is left to do."""
         while not self.stopping:
-            async with self.pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(
-                    jobs.CLAIM,
-                    message.job_id,
-                    message.attempt,
-                    self.worker_id,
-                    steps_total,
-                    self.settings.lease_seconds,
-                )
-                if row is not None:
-                    await jobs.add_event(
-                        conn,
-                        message.job_id,
-                        "started",
-                        worker=self.worker_id,
-                        delivery=row["deliveries"],
-                    )
-                    return row
-                current = await jobs.get_job(conn, message.job_id)
-            if current is None or current["attempt"] != message.attempt:
+            args = (message.job_id, message.attempt, self.worker_id, steps_total, self.settings.lease_seconds)
+            row = await self.pool.fetchrow(jobs.CLAIM, *args)
+            if row is not None:
+                return row
+            current = await jobs.get_job(self.pool, message.job_id)
+            if current is None:  # published straight to the exchange: the message makes the job
+                await self._create_job(message, steps_total)
+                continue
+            if current["attempt"] != message.attempt:
                 log.info("stale message for another attempt; dropping")
                 return None
             if JobStatus(current["status"]) in TERMINAL:

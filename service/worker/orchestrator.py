@@ -118,9 +118,10 @@ async def _run(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> JobStatus
 
 async def _resume_point(run: JobRun, pool: asyncpg.Pool) -> None:
     """Skip the completed steps of an earlier run whose outputs still exist."""
+    if run.job["deliveries"] <= 1:  # this attempt's first run: nothing to resume
+        return
     rows = await pool.fetch(jobs.COMPLETED_STEPS, run.job_id, run.ctx.attempt)
     done = {r["position"] for r in rows}
-    run.ctx.workdir.mkdir(parents=True, exist_ok=True)
     for position, step in enumerate(run.strategy.steps, start=1):
         if position not in done or not _outputs_exist(run.ctx, step):
             break
@@ -168,9 +169,15 @@ async def _run_steps(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> Non
 
 
 async def _start_step(run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(jobs.START_STEP, run.job_id, run.worker_id, step.description[:255])
-        await conn.execute(jobs.UPSERT_STEP, run.job_id, run.ctx.attempt, position, step.name)
+    await pool.execute(
+        jobs.START_STEP,
+        run.job_id,
+        run.worker_id,
+        run.ctx.attempt,
+        position,
+        step.description[:255],
+        step.name,
+    )
     log.info("step started", extra={"position": position})
     _install_progress(run, pool, position)
 
@@ -250,15 +257,14 @@ async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, positio
             if error is not None:
                 await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, error.message)
                 raise error
-            await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, None)
+            # A successful try is counted when the step is recorded done (STEP_DONE, COMPLETE).
 
 
 async def _record_step_done(run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
     percent = jobs.progress_percentage(position, len(run.strategy.steps))
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "completed", None)
-        await conn.execute(jobs.STEP_PROGRESS, run.job_id, run.worker_id, position, percent)
-        await jobs.add_event(conn, run.job_id, "step_completed", step=step.name, position=position)
+    await pool.execute(
+        jobs.STEP_DONE, run.job_id, run.ctx.attempt, position, run.worker_id, percent, step.name
+    )
     log.info("step completed", extra={"position": position})
 
 
@@ -277,16 +283,26 @@ async def _complete(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
     package = run.ctx.package
     if package is None:
         raise PermanentError("strategy finished without producing a package", code="no_package")
-    last = len(run.strategy.steps)
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            jobs.COMPLETE, run.job_id, run.worker_id, package.key, package.size, package.sha256
-        )
-        if row is None:
-            return await _lost_race(run, pool)
-        await conn.execute(jobs.FINISH_STEP, run.job_id, run.ctx.attempt, last, "completed", None)
-        await jobs.add_event(conn, run.job_id, "completed", size=package.size, sha256=package.sha256)
-        await _terminal_event(conn, row)
+    completed = {
+        **run.job,
+        "status": JobStatus.COMPLETED.value,
+        "package_size_bytes": package.size,
+        "package_sha256": package.sha256,
+        "updated_at": None,
+    }
+    row = await pool.fetchrow(
+        jobs.COMPLETE,
+        run.job_id,
+        run.worker_id,
+        package.key,
+        package.size,
+        package.sha256,
+        run.ctx.attempt,
+        len(run.strategy.steps),
+        *job_event(completed),
+    )
+    if row is None:
+        return await _lost_race(run, pool)
     await _remove_workdir(run)
     log.info("job completed", extra={"size": package.size})
     return JobStatus.COMPLETED
@@ -357,7 +373,12 @@ async def _undo(run: JobRun, pool: asyncpg.Pool, reason: str) -> None:
 
 
 async def _remove_workdir(run: JobRun) -> None:
-    await asyncio.to_thread(shutil.rmtree, run.ctx.workdir, True)
+    try:
+        run.ctx.work_path.rmdir()  # empty or never made, most often: no thread needed
+    except FileNotFoundError:
+        pass
+    except OSError:
+        await asyncio.to_thread(shutil.rmtree, run.ctx.work_path, True)
 
 
 async def _terminal_event(conn: Executor, row: asyncpg.Record) -> None:

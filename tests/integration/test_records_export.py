@@ -103,7 +103,7 @@ async def prepare(
     workdir.mkdir(parents=True)
     ctx = StepContext(
         job_id=uuid4(), user_id=None, attempt=1, format=fmt, options=parsed, tool=tool, strategy=strategy.name,
-        workdir=workdir, pool=pool, settings=settings, storage=storage,
+        work_path=workdir, pool=pool, settings=settings, storage=storage,
     )  # fmt: skip
     return Run(ctx, strategy, storage)
 

@@ -8,7 +8,7 @@ import aio_pika
 
 from service.broker import Broker
 from service.config import Settings
-from service.messages import REQUESTED_KEY
+from service.messages import CALLBACK_HEADER, EVENT_KEYS, REQUESTED_KEY
 from tests.support.rabbit import publish_raw, topology, wait_depth
 
 
@@ -29,7 +29,10 @@ async def test_names_types_and_arguments_follow_the_design(settings: Settings) -
     p = settings.topology_prefix
 
     exchanges = _listed("exchanges", "type", "durable", prefix=p)
-    assert exchanges == {name: ["topic", "true"] for name in (p, f"{p}.dlx", f"{p}.events")}
+    assert exchanges == {
+        **{name: ["topic", "true"] for name in (p, f"{p}.dlx", f"{p}.events")},
+        f"{p}.callback-events": ["headers", "true"],
+    }
     queues = _listed("queues", "type", "durable", "arguments", prefix=p)
     assert {f"{p}.dead", f"{p}.requests"} <= set(queues)
     assert queues[f"{p}.dead"][:2] == ["quorum", "true"]
@@ -65,3 +68,23 @@ async def test_requests_route_to_the_queue_and_anything_on_the_dlx_to_the_dlq(se
             raise AssertionError("a message with another routing key was routed")
     finally:
         await connection.close()
+
+
+async def test_only_events_of_jobs_with_a_callback_reach_the_callbacks_queue(settings: Settings) -> None:
+    broker = Broker(settings)
+    await broker.connect()
+    await broker.close()
+    names = topology(settings)
+    for key in EVENT_KEYS:
+        await publish_raw(settings.amqp_url, names.events, b"{}", key, headers={CALLBACK_HEADER: True})
+    assert await wait_depth(settings.amqp_url, names.callbacks, 3) == 3
+    # Nothing else is bound to this prefix's events exchange, so an event the headers
+    # exchange keeps from the callbacks queue comes back unroutable.
+    for headers in ({CALLBACK_HEADER: False}, {}):
+        try:
+            await publish_raw(settings.amqp_url, names.events, b"{}", "export.completed", headers=headers)
+        except aio_pika.exceptions.DeliveryError as exc:
+            assert "NO_ROUTE" in str(exc)
+        else:
+            raise AssertionError(f"an event with headers {headers} reached the callbacks queue")
+    assert await wait_depth(settings.amqp_url, names.callbacks, 3) == 3

@@ -107,7 +107,7 @@ async def delete_topology(amqp_url: str, prefix: str) -> None:
             async with connection.channel() as channel:
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(queue)
-        for exchange in (prefix, f"{prefix}.dlx", f"{prefix}.events"):
+        for exchange in (prefix, f"{prefix}.dlx", f"{prefix}.events", f"{prefix}.callback-events"):
             async with connection.channel() as channel:
                 with contextlib.suppress(Exception):
                     await channel.exchange_delete(exchange)

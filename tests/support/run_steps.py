@@ -48,7 +48,7 @@ async def context(
         options=NoOptions(),
         tool=tool,
         strategy=strategy.name,
-        workdir=workdir / "work",
+        work_path=workdir / "work",
         pool=pool,
         settings=settings,
         storage=storage,
