@@ -42,29 +42,41 @@ RETURNING *
 
 GET_JOB = "SELECT * FROM export_jobs WHERE job_id = $1"
 
+# Joined into the writes of a running job (claim, step start and end, progress) so that they
+# commit without waiting for the WAL flush: a PostgreSQL crash may lose the last few, and the
+# job is then claimed again and its step re-run, as after any crash. Terminal transitions keep
+# the synchronous commit, and their flush makes every earlier write durable too. Transaction-
+# local and inside the statement: no extra round trip.
+NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS no_flush"
+
 GET_BY_IDEMPOTENCY_KEY = """
 SELECT * FROM export_jobs WHERE user_id = $1 AND idempotency_key = $2
 """
 
-# A pending job, or a running one whose worker stopped heartbeating (crashed, lost); the
-# `started` event is written by the same statement.
-CLAIM = """
+# A pending job, or a running one whose worker stopped heartbeating (crashed, lost), with
+# its `started` event. A worker's one statement before running a job, so it also reads what
+# the job needs from other tables: the tool (tool_* columns) and whether the requesting user
+# ($5) still exists.
+CLAIM = f"""
 WITH claimed AS (
     UPDATE export_jobs
     SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'in_progress' END,
         worker_id = $3, heartbeat_at = now(), deliveries = deliveries + 1,
-        steps_total = $4, started_at = coalesce(started_at, now()), updated_at = now()
+        started_at = coalesce(started_at, now()), updated_at = now()
     WHERE job_id = $1 AND attempt = $2
       AND (status = 'pending'
            OR (status IN ('in_progress', 'cancelling')
-               AND (worker_id IS NULL OR heartbeat_at < now() - make_interval(secs => $5))))
+               AND (worker_id IS NULL OR heartbeat_at < now() - make_interval(secs => $4))))
     RETURNING *
 ), started AS (
     INSERT INTO export_job_events (job_id, kind, detail)
     SELECT job_id, 'started', jsonb_build_object('worker', worker_id, 'delivery', deliveries)
-    FROM claimed
+    FROM claimed, {NO_FLUSH}
 )
-SELECT * FROM claimed
+SELECT claimed.*, t.tool_name, t.tool_type, t.tool_metadata,
+       t.owner_id AS tool_owner_id, t.updated_at AS tool_updated_at,
+       EXISTS (SELECT FROM users WHERE user_id = $5) AS user_exists
+FROM claimed LEFT JOIN tool_registry AS t USING (tool_id)
 """
 
 HEARTBEAT = """
@@ -73,14 +85,15 @@ WHERE job_id = ANY($1::uuid[]) AND worker_id = $2 AND status IN ('in_progress', 
 RETURNING job_id, status
 """
 
-# A step begins: the job shows it as current, and its row (new, or reset on resume) runs.
-START_STEP = """
+# A step begins: the job shows it as current (and how many steps this strategy has), and the
+# step's row (new, or reset on resume) runs.
+START_STEP = f"""
 WITH job AS (
-    UPDATE export_jobs SET current_step = $5, updated_at = now()
+    UPDATE export_jobs SET current_step = $5, steps_total = $7, updated_at = now()
     WHERE job_id = $1 AND worker_id = $2
 )
 INSERT INTO export_job_steps (job_id, attempt, position, name, status, tries, started_at)
-VALUES ($1, $3, $4, $6, 'running', 0, now())
+SELECT $1, $3, $4, $6, 'running', 0, now() FROM {NO_FLUSH}
 ON CONFLICT (job_id, attempt, position)
 DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL, error = NULL
 """
@@ -97,7 +110,7 @@ WHERE job_id = $1 AND attempt = $2 AND position = $3
 
 # A step other than the last succeeded: its try and completion, the job's progress and the
 # `step_completed` event, in one statement.
-STEP_DONE = """
+STEP_DONE = f"""
 WITH step AS (
     UPDATE export_job_steps
     SET status = 'completed', tries = tries + 1, finished_at = now(), error = NULL
@@ -108,12 +121,13 @@ WITH step AS (
     WHERE job_id = $1 AND worker_id = $4 AND status IN ('in_progress', 'cancelling')
 )
 INSERT INTO export_job_events (job_id, kind, detail)
-VALUES ($1, 'step_completed', jsonb_build_object('step', $6::text, 'position', $3::int))
+SELECT $1, 'step_completed', jsonb_build_object('step', $6::text, 'position', $3::int) FROM {NO_FLUSH}
 """
 
 # Within-step progress: only ever forwards, so a late write can't move the bar back.
-PROGRESS = """
+PROGRESS = f"""
 UPDATE export_jobs SET progress_percentage = $3, updated_at = now()
+FROM {NO_FLUSH}
 WHERE job_id = $1 AND worker_id = $2 AND status = 'in_progress' AND progress_percentage < $3
 """
 

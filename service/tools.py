@@ -96,7 +96,7 @@ class RecordQuery:
     sort: Sequence[tuple[str, bool]] = ()  # (field or record column, descending)
 
 
-def _tool(row: asyncpg.Record) -> Tool:
+def _tool(row: asyncpg.Record | Mapping[str, Any]) -> Tool:
     metadata = row["tool_metadata"]
     return Tool(
         tool_id=row["tool_id"],
@@ -105,6 +105,22 @@ def _tool(row: asyncpg.Record) -> Tool:
         metadata=json.loads(metadata) if isinstance(metadata, str) else dict(metadata),
         owner_id=row["owner_id"],
         updated_at=row["updated_at"].isoformat(),
+    )
+
+
+def claimed_tool(row: asyncpg.Record) -> Tool | None:
+    """The tool of a row from jobs.CLAIM (its tool_* columns); None if the tool is gone."""
+    if row["tool_type"] is None:
+        return None
+    return _tool(
+        {
+            "tool_id": row["tool_id"],
+            "tool_name": row["tool_name"],
+            "tool_type": row["tool_type"],
+            "tool_metadata": row["tool_metadata"],
+            "owner_id": row["tool_owner_id"],
+            "updated_at": row["tool_updated_at"],
+        }
     )
 
 

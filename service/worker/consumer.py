@@ -31,7 +31,7 @@ from service.messages import REQUESTED_KEY, ExportRequested, job_event, parse_re
 from service.steps import StepContext, Strategy, Tool
 from service.storage import Storage
 from service.strategies import Registry
-from service.tools import get_tool_for_user
+from service.tools import claimed_tool, get_tool_for_user
 from service.worker.orchestrator import JobRun, StopReason, run_job
 
 __all__ = ["Worker"]
@@ -142,22 +142,29 @@ class Worker:
             await self._hand_back(delivery, message)
 
     async def _process(self, delivery: AbstractIncomingMessage, message: ExportRequested) -> None:
-        tool, user_exists = await get_tool_for_user(self.pool, message.tool_id, message.user_id)
+        # Claim first: the claim also reads the tool and checks the user, so a job costs one
+        # statement before it runs. A job that can't run is failed after being claimed.
+        try:
+            job = await self._claim(message)
+        except InvalidInput as exc:
+            await self._poison(delivery, exc.code, exc.message, message.job_id)
+            return
+        if job is None:
+            await delivery.ack()
+            return
+        tool = claimed_tool(job)
         strategy = self.registry.get((tool.type, message.format)) if tool else None
-        problem = self._check(message, tool, user_exists, strategy)
+        problem = self._check(message, tool, job["user_exists"], strategy)
+        if problem is None:
+            assert strategy is not None
+            try:
+                options = strategy.options.model_validate(callbacks.strategy_options(message.options))
+            except ValidationError as exc:
+                problem = "invalid_options", str(exc.errors()[0]["msg"])
         if problem is not None:
             await self._poison(delivery, *problem, message.job_id)
             return
         assert tool is not None and strategy is not None
-        try:
-            options = strategy.options.model_validate(callbacks.strategy_options(message.options))
-        except ValidationError as exc:
-            await self._poison(delivery, "invalid_options", str(exc.errors()[0]["msg"]), message.job_id)
-            return
-        job = await self._claim(message, len(strategy.steps))
-        if job is None:
-            await delivery.ack()
-            return
         ctx = StepContext(
             job_id=message.job_id,
             user_id=message.user_id,
@@ -198,8 +205,18 @@ class Worker:
             return "unsupported_format", f"format {message.format!r} is not supported for this tool"
         return None
 
-    async def _create_job(self, message: ExportRequested, steps_total: int) -> None:
-        """Create the job row for a message published straight to the exchange (once)."""
+    async def _create_job(self, message: ExportRequested) -> None:
+        """Create the job row for a message published straight to the exchange (once).
+
+        Raises InvalidInput when the message names a tool, user or format that can't run.
+        """
+        tool, user_exists = await get_tool_for_user(self.pool, message.tool_id, message.user_id)
+        strategy = self.registry.get((tool.type, message.format)) if tool else None
+        problem = self._check(message, tool, user_exists, strategy)
+        if problem is not None:
+            raise InvalidInput(problem[1], code=problem[0])
+        assert strategy is not None
+        steps_total = len(strategy.steps)
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 jobs.INSERT_JOB,
@@ -217,16 +234,22 @@ class Worker:
                 await jobs.add_event(conn, message.job_id, "created", source="message")
                 log.info("job created from a directly published message")
 
-    async def _claim(self, message: ExportRequested, steps_total: int) -> asyncpg.Record | None:
+    async def _claim(self, message: ExportRequested) -> asyncpg.Record | None:
         """Claim the job row, waiting while a live worker holds it; None when nothing is left to do."""
         while not self.stopping:
-            args = (message.job_id, message.attempt, self.worker_id, steps_total, self.settings.lease_seconds)
+            args = (
+                message.job_id,
+                message.attempt,
+                self.worker_id,
+                self.settings.lease_seconds,
+                message.user_id,
+            )
             row = await self.pool.fetchrow(jobs.CLAIM, *args)
             if row is not None:
                 return row
             current = await jobs.get_job(self.pool, message.job_id)
             if current is None:  # published straight to the exchange: the message makes the job
-                await self._create_job(message, steps_total)
+                await self._create_job(message)
                 continue
             if current["attempt"] != message.attempt:
                 log.info("stale message for another attempt; dropping")

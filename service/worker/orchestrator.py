@@ -177,6 +177,7 @@ async def _start_step(run: JobRun, pool: asyncpg.Pool, position: int, step: Step
         position,
         step.description[:255],
         step.name,
+        len(run.strategy.steps),
     )
     log.info("step started", extra={"position": position})
     _install_progress(run, pool, position)
