@@ -85,17 +85,17 @@ WHERE job_id = ANY($1::uuid[]) AND worker_id = $2 AND status IN ('in_progress', 
 RETURNING job_id, status
 """
 
-# A step begins: the job shows it as current (and how many steps this strategy has), and the
-# step's row (new, or reset on resume) runs.
+# A step is running: the job shows it as current (and how many steps this strategy has), and
+# the step's row (new, or reset on resume) runs, since $8 seconds (it is announced late).
 START_STEP = f"""
 WITH job AS (
     UPDATE export_jobs SET current_step = $5, steps_total = $7, updated_at = now()
     WHERE job_id = $1 AND worker_id = $2
 )
 INSERT INTO export_job_steps (job_id, attempt, position, name, status, tries, started_at)
-SELECT $1, $3, $4, $6, 'running', 0, now() FROM {NO_FLUSH}
+SELECT $1, $3, $4, $6, 'running', 0, now() - make_interval(secs => $8) FROM {NO_FLUSH}
 ON CONFLICT (job_id, attempt, position)
-DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL, error = NULL
+DO UPDATE SET status = 'running', started_at = excluded.started_at, finished_at = NULL, error = NULL
 """
 
 STEP_TRIED = """
@@ -108,20 +108,28 @@ UPDATE export_job_steps SET status = $4, finished_at = now(), error = $5
 WHERE job_id = $1 AND attempt = $2 AND position = $3
 """
 
-# A step other than the last succeeded: its try and completion, the job's progress and the
+# A step succeeded: its row, created here if its start was never written (a step that ends
+# quickly isn't announced, see orchestrator.START_DELAY), else counted one more try.
+# $1 job, $3 attempt, $4 position, $5 name, $6 seconds it ran, $7 whether its start was written.
+_STEP_SUCCEEDED = """
+    INSERT INTO export_job_steps (job_id, attempt, position, name, status, tries, started_at, finished_at)
+    SELECT $1, $3, $4, $5, 'completed', 1, now() - make_interval(secs => $6), now() {source}
+    ON CONFLICT (job_id, attempt, position)
+    DO UPDATE SET status = 'completed', tries = export_job_steps.tries + 1, finished_at = now(), error = NULL,
+                  started_at = CASE WHEN $7 THEN export_job_steps.started_at ELSE excluded.started_at END
+"""
+
+# A step other than the last succeeded: its row, the job's progress ($8) and the
 # `step_completed` event, in one statement.
 STEP_DONE = f"""
-WITH step AS (
-    UPDATE export_job_steps
-    SET status = 'completed', tries = tries + 1, finished_at = now(), error = NULL
-    WHERE job_id = $1 AND attempt = $2 AND position = $3
+WITH step AS ({_STEP_SUCCEEDED.format(source="")}
 ), job AS (
     UPDATE export_jobs
-    SET steps_completed = $3, progress_percentage = $5, updated_at = now()
-    WHERE job_id = $1 AND worker_id = $4 AND status IN ('in_progress', 'cancelling')
+    SET steps_completed = $4, progress_percentage = $8, updated_at = now()
+    WHERE job_id = $1 AND worker_id = $2 AND status IN ('in_progress', 'cancelling')
 )
 INSERT INTO export_job_events (job_id, kind, detail)
-SELECT $1, 'step_completed', jsonb_build_object('step', $6::text, 'position', $3::int) FROM {NO_FLUSH}
+SELECT $1, 'step_completed', jsonb_build_object('step', $5::text, 'position', $4::int) FROM {NO_FLUSH}
 """
 
 # Within-step progress: only ever forwards, so a late write can't move the bar back.
@@ -149,30 +157,27 @@ WHERE job_id = $1 AND attempt = $2 AND status = 'completed'
 
 # The last step succeeded: the job is completed, with its `completed` event and its
 # export.completed message queued in the outbox ($8-$11 from messages.job_event, finished_at
-# added from the row). One statement, where outbox.enqueue would cost three more round trips
-# on every job. No row is returned when the job is no longer this worker's to complete.
-COMPLETE = """
+# added from the row), $1-$7 as in _STEP_SUCCEEDED. One statement, where outbox.enqueue
+# would cost three more round trips on every job. No row is returned when the job is no longer this worker's to complete.
+COMPLETE = f"""
 WITH done AS (
     UPDATE export_jobs
     SET status = 'completed', steps_completed = steps_total, progress_percentage = 100,
-        current_step = NULL, package_path = $3, package_size_bytes = $4, package_sha256 = $5,
+        current_step = NULL, package_path = $8, package_size_bytes = $9, package_sha256 = $10,
         completed_at = now(), updated_at = now(), worker_id = NULL, heartbeat_at = NULL
     WHERE job_id = $1 AND worker_id = $2 AND status = 'in_progress'
     RETURNING *
-), step AS (
-    UPDATE export_job_steps
-    SET status = 'completed', tries = tries + 1, finished_at = now(), error = NULL
-    WHERE job_id = $1 AND attempt = $6 AND position = $7 AND EXISTS (SELECT FROM done)
+), step AS ({_STEP_SUCCEEDED.format(source="FROM done")}
 ), event AS (
     INSERT INTO export_job_events (job_id, kind, detail)
     SELECT job_id, 'completed', jsonb_build_object('size', package_size_bytes, 'sha256', package_sha256)
     FROM done
 ), message AS (
     INSERT INTO export_outbox (exchange, routing_key, message_id, body, headers)
-    SELECT 'events', $8, $9,
-           $10::jsonb || jsonb_build_object(
+    SELECT 'events', $11, $12,
+           $13::jsonb || jsonb_build_object(
                'finished_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')),
-           $11::jsonb
+           $14::jsonb
     FROM done
 )
 SELECT * FROM done

@@ -24,6 +24,10 @@ __all__ = ["Relay", "enqueue", "unpublished"]
 log = logging.getLogger(__name__)
 
 CHANNEL = "exporter_outbox"
+# After a batch that didn't fill up, wait this long for more rows before the next one: under
+# a steady trickle (one completion or request at a time, hundreds a second) batches of one
+# row cost a transaction each. A lone message after a quiet spell goes out at once.
+LINGER_SECONDS = 0.02
 
 INSERT = """
 INSERT INTO export_outbox (exchange, routing_key, message_id, body, headers)
@@ -94,11 +98,19 @@ class PublishFailed(Exception):
 class Relay:
     """Publishes outbox rows in order, in batches, waking on NOTIFY with a poll as fallback."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, broker: Broker, batch: int = 200):
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        batch: int = 200,
+        linger: float = LINGER_SECONDS,
+    ):
         self.settings = settings
         self.pool = pool
         self.broker = broker
         self.batch = batch
+        self.linger = linger
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -117,6 +129,9 @@ class Relay:
                     continue
                 if published >= self.batch:
                     continue  # more waiting: don't sleep under load
+                if published:
+                    await _sleep_or_stop(stop, self.linger)
+                    continue
                 if listener is None or listener.is_closed():
                     listener = await self._listen()
                 self._wake.clear()

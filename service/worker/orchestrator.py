@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -39,6 +40,9 @@ __all__ = ["JobRun", "StopReason", "run_job"]
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5  # seconds between within-step progress writes
+# A step's start is written once it has run this long (or fails): the status shows the steps
+# that take time, and a quick one costs no write of its own (its row is written when it ends).
+START_DELAY = 0.2
 
 
 class StopReason(StrEnum):
@@ -63,6 +67,7 @@ class JobRun:
     # Only a running step is interrupted from outside; between steps and while the job
     # completes or rolls back, a cancel is noticed at the next transition instead.
     in_step: bool = False
+    last_step: tuple[float, bool] = (0.0, False)  # the last step to succeed: (seconds, start written)
 
     @property
     def job_id(self) -> UUID:
@@ -143,11 +148,13 @@ async def _run_steps(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> Non
         bind(step=step.name)
         if run.ctx.cancelled.is_set():  # a cancel arrived between steps
             raise asyncio.CancelledError
-        await _start_step(run, pool, position, step)
+        start = StepStart(run, pool, position, step)
+        _install_progress(run, pool, position)
+        log.info("step started", extra={"position": position})
         began = time.monotonic()
         try:
             run.in_step = True
-            await _attempts(run, pool, settings, position, step)
+            await _attempts(run, pool, settings, start)
         except BaseException as exc:
             run.in_step = False
             run.interrupted = position
@@ -155,32 +162,62 @@ async def _run_steps(run: JobRun, pool: asyncpg.Pool, settings: Settings) -> Non
             metrics.STEP_DURATION.labels(run.strategy.name, step.name, outcome).observe(
                 time.monotonic() - began
             )
+            await start.written()
             await pool.execute(
                 jobs.FINISH_STEP, run.job_id, run.ctx.attempt, position, "failed", _describe(exc)
             )
             raise
         run.in_step = False
-        metrics.STEP_DURATION.labels(run.strategy.name, step.name, "completed").observe(
-            time.monotonic() - began
-        )
+        seconds = time.monotonic() - began
+        metrics.STEP_DURATION.labels(run.strategy.name, step.name, "completed").observe(seconds)
         run.completed.append(position)
+        run.last_step = (seconds, await start.settled())
         if position < len(steps):  # the last step completes together with the job
             await _record_step_done(run, pool, position, step)
 
 
-async def _start_step(run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
-    await pool.execute(
-        jobs.START_STEP,
-        run.job_id,
-        run.worker_id,
-        run.ctx.attempt,
-        position,
-        step.description[:255],
-        step.name,
-        len(run.strategy.steps),
-    )
-    log.info("step started", extra={"position": position})
-    _install_progress(run, pool, position)
+class StepStart:
+    """The write announcing a running step, made once it has run for START_DELAY.
+
+    `written()` makes it now (a failure needs the row); `settled()`, before the step's end is
+    written, stops a pending one and waits for one in flight, which must land first.
+    """
+
+    def __init__(self, run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
+        self.position = position
+        self.step = step
+        self._args = (
+            run.job_id,
+            run.worker_id,
+            run.ctx.attempt,
+            position,
+            step.description[:255],
+            step.name,
+            len(run.strategy.steps),
+        )
+        self._pool = pool
+        self._began = time.monotonic()
+        self._write: asyncio.Future[Any] | None = None
+        self._timer = asyncio.get_running_loop().call_later(START_DELAY, self._start)
+
+    def _start(self) -> None:
+        since = time.monotonic() - self._began
+        self._write = asyncio.ensure_future(self._pool.execute(jobs.START_STEP, *self._args, since))
+
+    async def written(self) -> None:
+        self._timer.cancel()
+        if self._write is None:
+            self._start()
+        assert self._write is not None
+        await self._write
+
+    async def settled(self) -> bool:
+        """Whether the start was written."""
+        self._timer.cancel()
+        if self._write is None:
+            return False
+        await self._write
+        return True
 
 
 def _install_progress(run: JobRun, pool: asyncpg.Pool, position: int) -> None:
@@ -214,7 +251,8 @@ def _install_progress(run: JobRun, pool: asyncpg.Pool, position: int) -> None:
     run.ctx.report = report
 
 
-async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, position: int, step: Step) -> None:
+async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, start: StepStart) -> None:
+    position, step = start.position, start.step
     timeout = step.timeout or settings.step_timeout_seconds
     backoff = settings.retry_backoff_seconds
     wait = wait_exponential_jitter(initial=backoff, max=30, jitter=backoff) if backoff else wait_none()
@@ -253,9 +291,11 @@ async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, positio
                 elapsed = time.monotonic() - began
                 error = StepTimeout(f"step {step.name!r} timed out after {elapsed:.1f}s (limit {timeout:g}s)")
             except Exception as exc:
+                await start.written()
                 await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, _describe(exc))
                 raise
             if error is not None:
+                await start.written()
                 await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, error.message)
                 raise error
             # A successful try is counted when the step is recorded done (STEP_DONE, COMPLETE).
@@ -263,10 +303,14 @@ async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, positio
 
 async def _record_step_done(run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
     percent = jobs.progress_percentage(position, len(run.strategy.steps))
-    await pool.execute(
-        jobs.STEP_DONE, run.job_id, run.ctx.attempt, position, run.worker_id, percent, step.name
-    )
+    await pool.execute(jobs.STEP_DONE, *_step_end(run, position, step), percent)
     log.info("step completed", extra={"position": position})
+
+
+def _step_end(run: JobRun, position: int, step: Step) -> tuple[Any, ...]:
+    """Parameters $1-$7 of jobs.STEP_DONE and jobs.COMPLETE for the step that just succeeded."""
+    seconds, start_written = run.last_step
+    return (run.job_id, run.worker_id, run.ctx.attempt, position, step.name, seconds, start_written)
 
 
 async def _lost_race(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
@@ -291,15 +335,13 @@ async def _complete(run: JobRun, pool: asyncpg.Pool) -> JobStatus:
         "package_sha256": package.sha256,
         "updated_at": None,
     }
+    last = len(run.strategy.steps)
     row = await pool.fetchrow(
         jobs.COMPLETE,
-        run.job_id,
-        run.worker_id,
+        *_step_end(run, last, run.strategy.steps[last - 1]),
         package.key,
         package.size,
         package.sha256,
-        run.ctx.attempt,
-        len(run.strategy.steps),
         *job_event(completed),
     )
     if row is None:

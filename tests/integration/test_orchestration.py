@@ -167,7 +167,8 @@ async def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(
     async with api_client(settings) as client, worker_running(settings):
         for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3):
             job_id = await submit(client, settings, user, tool)
-            await _wait_for_step(pool, job_id, "Running s4")
+            # s4 ends before its start would be announced (START_DELAY): wait for s3's end.
+            await _wait_for_steps_completed(pool, job_id, 3)
             await asyncio.sleep(delay)
             async with pool.acquire() as conn, conn.transaction():
                 await jobs.request_cancel(conn, job_id)
@@ -232,6 +233,18 @@ async def _wait_for_step(pool: asyncpg.Pool, job_id: object, description: str, t
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"step {description!r} never started")
+
+
+async def _wait_for_steps_completed(
+    pool: asyncpg.Pool, job_id: object, count: int, timeout: float = 15
+) -> None:
+    deadline = time.monotonic() + timeout
+    query = "SELECT steps_completed FROM export_jobs WHERE job_id = $1"
+    while time.monotonic() < deadline:
+        if await pool.fetchval(query, job_id) >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{count} steps never completed")
 
 
 async def test_a_worker_runs_at_most_its_concurrency(
