@@ -252,10 +252,18 @@ def _install_progress(run: JobRun, pool: asyncpg.Pool, position: int) -> None:
 
 
 async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, start: StepStart) -> None:
-    position, step = start.position, start.step
-    timeout = step.timeout or settings.step_timeout_seconds
+    """Run the step, retrying transient errors with tenacity (the first try runs without it:
+    building the retry machinery for every step of every job cost a tenth of a worker's time)."""
+    tries = settings.step_max_attempts if start.step.retryable else 1
+    try:
+        await _try(run, pool, settings, start)
+        return
+    except Exception as exc:
+        if tries == 1 or not is_transient(exc):
+            raise
+        failed: Exception | None = exc
+    step = start.step
     backoff = settings.retry_backoff_seconds
-    wait = wait_exponential_jitter(initial=backoff, max=30, jitter=backoff) if backoff else wait_none()
 
     async def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -274,31 +282,41 @@ async def _attempts(run: JobRun, pool: asyncpg.Pool, settings: Settings, start: 
         )
 
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(settings.step_max_attempts if step.retryable else 1),
-        wait=wait,
+        stop=stop_after_attempt(tries),
+        wait=wait_exponential_jitter(initial=backoff, max=30, jitter=backoff) if backoff else wait_none(),
         retry=retry_if_exception(is_transient),
         before_sleep=before_sleep,
         reraise=True,
     )
     async for attempt in retrying:
         with attempt:
-            began = time.monotonic()
-            error = None
-            try:
-                async with asyncio.timeout(timeout):
-                    await step.run(run.ctx)
-            except TimeoutError:
-                elapsed = time.monotonic() - began
-                error = StepTimeout(f"step {step.name!r} timed out after {elapsed:.1f}s (limit {timeout:g}s)")
-            except Exception as exc:
-                await start.written()
-                await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, _describe(exc))
-                raise
-            if error is not None:
-                await start.written()
-                await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, error.message)
+            if failed is not None:  # tenacity's first attempt is the try that already failed
+                error, failed = failed, None
                 raise error
-            # A successful try is counted when the step is recorded done (STEP_DONE, COMPLETE).
+            await _try(run, pool, settings, start)
+
+
+async def _try(run: JobRun, pool: asyncpg.Pool, settings: Settings, start: StepStart) -> None:
+    """One try of the step, within its timeout; a failed try is recorded on the step's row."""
+    position, step = start.position, start.step
+    timeout = step.timeout or settings.step_timeout_seconds
+    began = time.monotonic()
+    error = None
+    try:
+        async with asyncio.timeout(timeout):
+            await step.run(run.ctx)
+    except TimeoutError:
+        elapsed = time.monotonic() - began
+        error = StepTimeout(f"step {step.name!r} timed out after {elapsed:.1f}s (limit {timeout:g}s)")
+    except Exception as exc:
+        await start.written()
+        await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, _describe(exc))
+        raise
+    if error is not None:
+        await start.written()
+        await pool.execute(jobs.STEP_TRIED, run.job_id, run.ctx.attempt, position, error.message)
+        raise error
+    # A successful try is counted when the step is recorded done (STEP_DONE, COMPLETE).
 
 
 async def _record_step_done(run: JobRun, pool: asyncpg.Pool, position: int, step: Step) -> None:
