@@ -6,7 +6,7 @@ All SQL on tool_registry, tool_records and tool_assets lives here.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,11 +20,13 @@ from service.steps import Tool
 
 __all__ = [
     "RecordQuery",
+    "claimed_tool",
     "count_records",
     "get_tool",
     "get_tool_for_user",
     "iter_assets",
     "open_records",
+    "records_csv",
     "stream_records",
 ]
 
@@ -76,6 +78,24 @@ SELECT_FILTERED_RECORDS = (
     + FILTERED_RECORDS_WHERE
     + "ORDER BY {order}"
 )
+
+# CSV exports as COPY ... TO STDOUT: PostgreSQL writes each cell as the Python writer would
+# (fields as JSON gives them, arrays and objects as JSON text, created_at as ISO 8601 in the
+# transaction's time zone). Field names are parameters (${n}), never text in the statement.
+CSV_CELLS = {
+    "id": "record_id",
+    "created": """to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.USTZH:TZM')""",
+    "field": "data ->> ${n}",
+    # The formula guard: text (only text: -5 is a number) starting with = + - @ tab or CR.
+    "guarded": (
+        r"CASE WHEN left(data ->> ${n}, 1) IN ('=', '+', '-', '@', E'\t', E'\r')"
+        " AND jsonb_typeof(data -> ${n}) = 'string' THEN '''' || (data ->> ${n}) ELSE data ->> ${n} END"
+    ),
+}
+# asyncpg's copy_from_query wraps it in COPY (...) TO STDOUT, with the parameters inlined as
+# literals quoted by the server.
+CSV_RECORDS = "SELECT {cells} FROM tool_records" + FILTERED_RECORDS_WHERE + "ORDER BY {order}"
+SET_TIME_ZONE = "SELECT set_config('TimeZone', $1, true)"
 
 # Sort keys: the record's own columns by name, any other field as data -> $n.
 SORT_COLUMNS = {"record_id": "record_id", "created_at": "created_at"}
@@ -191,6 +211,44 @@ async def open_records(
                 yield rows
 
         yield total, batches()
+
+
+CopyOutput = Callable[[bytes], Coroutine[Any, Any, None]]
+
+
+@asynccontextmanager
+async def records_csv(
+    pool: asyncpg.Pool, tool_id: UUID, query: RecordQuery, cells: Sequence[tuple[str, str]], time_zone: str
+) -> AsyncIterator[tuple[int, Callable[[CopyOutput], Awaitable[int]]]]:
+    """(count, copy) of the records `query` selects, from one snapshot, as open_records.
+
+    `cells` are (CSV_CELLS key, field name) pairs. `await copy(output)` streams the rows as
+    CSV (no header, LF after each record) to `output` in chunks and returns how many it sent.
+    """
+    names = list(query.equals)
+    values = [json.dumps(v) for v in query.equals.values()]
+    filters = (tool_id, query.created_from, query.created_to, names, values)
+    order, sort_params = _order_by(query.sort, first_param=6)
+    params: list[Any] = [*filters, *sort_params]
+    texts = []
+    for kind, name in cells:
+        if "{n}" in CSV_CELLS[kind]:
+            params.append(name)
+            texts.append(CSV_CELLS[kind].format(n=len(params)))
+        else:
+            texts.append(CSV_CELLS[kind])
+    if len(texts) == 1:  # a lone null would be a blank line, which readers skip: write ""
+        texts[0] = f"coalesce({texts[0]}, '')"
+    sql = CSV_RECORDS.format(cells=", ".join(texts), order=order)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(SET_TIME_ZONE, time_zone)
+        total = int(await conn.fetchval(COUNT_FILTERED_RECORDS, *filters))
+
+        async def copy(output: CopyOutput) -> int:
+            status = await conn.copy_from_query(sql, *params, output=output, format="csv")
+            return int(status.split()[-1])  # "COPY <rows>"
+
+        yield total, copy
 
 
 async def iter_assets(pool: asyncpg.Pool, tool_id: UUID) -> AsyncIterator[tuple[str, str, bytes]]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 
 from service.formats import Batches, Cell, json_text
 
-__all__ = ["FORMULA_TRIGGERS", "count_rows", "write_csv"]
+__all__ = ["FORMULA_TRIGGERS", "CrlfRecords", "count_rows", "header_line", "write_csv"]
 
 # Excel, LibreOffice and Sheets run a cell starting with one of these as a formula
 # (OWASP "CSV injection"); a leading ' makes them show it as text instead.
@@ -61,6 +62,48 @@ def write_csv(
             writer.writerows([_row(row, formula_guard) for row in batch])
             written += len(batch)
     return written
+
+
+def header_line(header: Sequence[str], *, bom: bool = False, formula_guard: bool = True) -> bytes:
+    """The header record as write_csv writes it, for files whose rows come from elsewhere."""
+    out = io.StringIO(newline="")
+    csv.writer(out, dialect="excel", lineterminator="\r\n").writerow(_row(header, formula_guard))
+    return ("\ufeff" if bom else "").encode() + out.getvalue().encode()
+
+
+class CrlfRecords:
+    """PostgreSQL's CSV (a LF after each record) to RFC 4180's (CRLF), chunk by chunk.
+
+    A LF inside a quoted field stays as it is. A LF ends a record only outside quotes, that is
+    when the quote characters so far are even in number (an escaped "" counts twice).
+    """
+
+    def __init__(self) -> None:
+        self.quoted = False  # inside a quoted field at the end of the last chunk
+        self.records = 0  # record ends seen so far
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if not self.quoted and b'"' not in chunk:  # the common case, all in C
+            self.records += chunk.count(b"\n")
+            return chunk.replace(b"\n", b"\r\n")
+        pieces = chunk.split(b"\n")
+        out = []
+        quoted = self.quoted
+        for piece in pieces[:-1]:
+            if piece.count(b'"') % 2:
+                quoted = not quoted
+            out.append(piece)
+            if quoted:
+                out.append(b"\n")
+            else:
+                out.append(b"\r\n")
+                self.records += 1
+        last = pieces[-1]
+        if last.count(b'"') % 2:
+            quoted = not quoted
+        out.append(last)
+        self.quoted = quoted
+        return b"".join(out)
 
 
 def count_rows(path: Path) -> int:

@@ -22,7 +22,7 @@ from service import metrics, tools
 from service.errors import PermanentError
 from service.export_options import BUILTIN_COLUMNS, CsvOptions, PdfOptions, RecordOptions, XlsxOptions, zone
 from service.formats import Cell, write_in_thread
-from service.formats.csv_writer import count_rows, write_csv
+from service.formats.csv_writer import BUFFER, CrlfRecords, count_rows, header_line, write_csv
 from service.formats.pdf_writer import check_pdf, write_pdf
 from service.formats.xlsx_writer import check_xlsx, write_xlsx
 from service.packaging.archive import file_sha256
@@ -81,6 +81,12 @@ def available_columns(tool: Tool) -> list[Column]:
         kind = FORM_KINDS.get(str(field.get("type")), "text")
         columns.append(Column(name, label if isinstance(label, str) and label else name, kind))
     return columns
+
+
+# CSV cells PostgreSQL can write itself (tools.CSV_CELLS); a datetime field needs Python's
+# parsing (naive means UTC, any ISO form), so a CSV with one is written by write_csv instead.
+COPY_CELLS = {"id": "id", "created": "created", "text": "field", "number": "field", "bool": "field",
+              "date": "field", "json": "field"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -219,42 +225,80 @@ async def write(ctx: StepContext) -> None:
     p = plan(ctx)
     target = _output(ctx)
     part = target.with_name(target.name + ".partial")
-    header = [c.label for c in p.columns]
-    convert = converter(p.columns, p.zone)
     try:
-        async with tools.open_records(ctx.pool, ctx.tool.tool_id, p.query, batch_size=BATCH_SIZE) as (
-            total,
-            batches,
-        ):
-            if ctx.format == "pdf" and total > PDF_MAX_ROWS:
-                raise PermanentError(
-                    f"{total} records are too many for a PDF (at most {PDF_MAX_ROWS}): filter them or use csv or xlsx",
-                    code="too_many_rows",
-                )
-            write_file = _writer(ctx, p, total)
-            counter = metrics.ROWS_EXPORTED.labels(ctx.format)
-
-            def rows(batches: Iterator[list[asyncpg.Record]]) -> Iterator[list[list[Cell]]]:
-                done = 0
-                for batch in batches:
-                    ctx.check_cancelled()
-                    yield convert(batch)
-                    # The writer asks for the next batch once this one is written.
-                    done += len(batch)
-                    counter.inc(len(batch))
-                    ctx.report(done / total)
-
-            result = await write_in_thread(
-                lambda batches: write_file(part, header, rows(batches)), batches, cancelled=ctx.cancelled
-            )
-        if result["rows"] != total:
-            raise PermanentError(f"wrote {result['rows']} of {total} records", code="incomplete_export")
+        options = _options(ctx)
+        if isinstance(options, CsvOptions) and all(c.kind in COPY_CELLS for c in p.columns):
+            result = await _copy_csv(ctx, p, options, part)
+        else:
+            result = await _write_rows(ctx, p, part)
         ctx.report(1.0)
         (ctx.workdir / RESULT).write_text(json.dumps(result) + "\n", "utf-8")
         part.replace(target)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
+
+
+async def _copy_csv(ctx: StepContext, p: Plan, options: CsvOptions, part: Path) -> dict[str, Any]:
+    """CSV straight from PostgreSQL's COPY: no row passes through Python objects."""
+    kinds = [COPY_CELLS[c.kind] for c in p.columns]
+    if options.formula_guard:
+        kinds = ["guarded" if k == "field" else k for k in kinds]
+    cells = [(kind, c.name) for kind, c in zip(kinds, p.columns, strict=True)]
+    header = [c.label for c in p.columns]
+    time_zone = getattr(p.zone, "key", "UTC")
+    counter = metrics.ROWS_EXPORTED.labels(ctx.format)
+    crlf = CrlfRecords()
+    async with tools.records_csv(ctx.pool, ctx.tool.tool_id, p.query, cells, time_zone) as (total, copy):
+        with part.open("wb", buffering=BUFFER) as fh:
+            fh.write(header_line(header, bom=options.bom, formula_guard=options.formula_guard))
+
+            async def output(chunk: bytes) -> None:
+                ctx.check_cancelled()
+                before = crlf.records
+                fh.write(crlf(chunk))
+                counter.inc(crlf.records - before)
+                ctx.report(crlf.records / total if total else 1.0)
+
+            copied = await copy(output)
+    ctx.check_cancelled()  # a cancel during the last chunk
+    if copied != total or crlf.records != total:
+        raise PermanentError(f"wrote {crlf.records} of {total} records", code="incomplete_export")
+    return {"rows": copied}
+
+
+async def _write_rows(ctx: StepContext, p: Plan, part: Path) -> dict[str, Any]:
+    """Any format, rows converted in Python and written by the format's writer in a thread."""
+    header = [c.label for c in p.columns]
+    convert = converter(p.columns, p.zone)
+    async with tools.open_records(ctx.pool, ctx.tool.tool_id, p.query, batch_size=BATCH_SIZE) as (
+        total,
+        batches,
+    ):
+        if ctx.format == "pdf" and total > PDF_MAX_ROWS:
+            raise PermanentError(
+                f"{total} records are too many for a PDF (at most {PDF_MAX_ROWS}): filter them or use csv or xlsx",
+                code="too_many_rows",
+            )
+        write_file = _writer(ctx, p, total)
+        counter = metrics.ROWS_EXPORTED.labels(ctx.format)
+
+        def rows(batches: Iterator[list[asyncpg.Record]]) -> Iterator[list[list[Cell]]]:
+            done = 0
+            for batch in batches:
+                ctx.check_cancelled()
+                yield convert(batch)
+                # The writer asks for the next batch once this one is written.
+                done += len(batch)
+                counter.inc(len(batch))
+                ctx.report(done / total)
+
+        result: dict[str, Any] = await write_in_thread(
+            lambda batches: write_file(part, header, rows(batches)), batches, cancelled=ctx.cancelled
+        )
+    if result["rows"] != total:
+        raise PermanentError(f"wrote {result['rows']} of {total} records", code="incomplete_export")
+    return result
 
 
 async def remove_output(ctx: StepContext) -> None:

@@ -174,6 +174,9 @@ async def test_csv_matches_the_records(pool: asyncpg.Pool, settings: Settings, t
                 assert text == str(value)
     assert rows[2][9] == LONG
     assert rows[4][9] == "line one\nline two, with comma"
+    raw = run.file.read_bytes()  # written by PostgreSQL's COPY: records end in CRLF, as RFC 4180 asks
+    assert raw.count(b"\r\n") == 1 + len(SUBMISSIONS) and raw.endswith(b"\r\n")
+    assert b'"line one\nline two, with comma"' in raw
     assert exported("csv") - before == len(SUBMISSIONS)
 
     package = run.ctx.package

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.formats import Cell, write_in_thread
-from service.formats.csv_writer import FORMULA_TRIGGERS, count_rows, write_csv
+from service.formats.csv_writer import FORMULA_TRIGGERS, CrlfRecords, count_rows, header_line, write_csv
 
 TOKYO = timezone(timedelta(hours=9))
 ROWS: list[list[Cell]] = [
@@ -197,3 +197,33 @@ def test_datetimes_keep_their_offset(tmp_path: Path) -> None:
     path = tmp_path / "out.csv"
     write_csv(path, ["t"], [[[datetime(2026, 1, 1, 12, 30, 15, 250000, tzinfo=UTC)]]])
     assert read(path)[1] == ["2026-01-01T12:30:15.250000+00:00"]
+
+
+# PostgreSQL's COPY output for the same kind of data: LF after each record, LF or CRLF kept
+# inside quoted fields, quotes doubled.
+COPY_OUT = b'1,"line\nbreak and\r\ncrlf",x\n2,"q""\n""",\n3,plain,"a,b"\n4,"",""""\n'
+EXPECTED = b'1,"line\nbreak and\r\ncrlf",x\r\n2,"q""\n""",\r\n3,plain,"a,b"\r\n4,"",""""\r\n'
+
+
+@pytest.mark.parametrize("cut", range(len(COPY_OUT) + 1))
+def test_copy_output_gets_crlf_record_ends_wherever_the_chunks_are_cut(cut: int) -> None:
+    crlf = CrlfRecords()
+    assert crlf(COPY_OUT[:cut]) + crlf(COPY_OUT[cut:]) == EXPECTED
+    assert crlf.records == 4
+    assert not crlf.quoted
+
+
+def test_copy_output_reads_back_as_the_rows(tmp_path: Path) -> None:
+    crlf = CrlfRecords()
+    path = tmp_path / "copy.csv"
+    path.write_bytes(
+        header_line(["=id", "text", "more"], bom=True) + b"".join(crlf(bytes([b])) for b in COPY_OUT)
+    )
+    assert read(path, "utf-8-sig") == [
+        ["'=id", "text", "more"],
+        ["1", "line\nbreak and\r\ncrlf", "x"],
+        ["2", 'q"\n"', ""],
+        ["3", "plain", "a,b"],
+        ["4", "", '"'],
+    ]
+    assert count_rows(path) == 4
