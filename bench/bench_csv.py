@@ -52,7 +52,6 @@ async def _export(
             options=strategy.options.model_validate(options), tool=tool, strategy=strategy.name,
             work_path=workdir / "work", pool=pool, settings=settings, storage=LocalStorage(workdir / "storage"),
         )  # fmt: skip
-        ctx.workdir.mkdir()
         timings: dict[str, float] = {}
         start = time.perf_counter()
         for step in strategy.steps:

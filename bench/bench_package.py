@@ -42,7 +42,6 @@ async def export_once(database_url: str, tool_id: uuid.UUID, workdir: Path) -> d
             strategy=strategy.name, work_path=workdir / "work", pool=pool, settings=settings,
             storage=LocalStorage(workdir / "storage"),
         )  # fmt: skip
-        ctx.workdir.mkdir(parents=True)
         timings = {}
         start = time.perf_counter()
         for step in strategy.steps:

@@ -51,7 +51,11 @@ def check_key(key: str) -> str:
 
 
 class LocalStorage:
-    """Packages as files under one directory (one machine, tests, the quick start)."""
+    """Packages as files under one directory (one machine, tests, the quick start).
+
+    `put` hard-links the source when it can (same filesystem): a job never rewrites a file
+    it uploaded, it writes a new one, so the stored package can share the source's inode.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,7 +72,10 @@ class LocalStorage:
             # file and a failed one leaves nothing behind (delete could not remove the directory).
             partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
             try:
-                shutil.copyfile(source, partial)
+                try:  # the work directory is usually on the same filesystem: no copy needed
+                    os.link(source, partial)
+                except OSError:
+                    shutil.copyfile(source, partial)
                 os.replace(partial, target)
             except BaseException:
                 partial.unlink(missing_ok=True)

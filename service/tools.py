@@ -80,22 +80,24 @@ SELECT_FILTERED_RECORDS = (
 )
 
 # CSV exports as COPY ... TO STDOUT: PostgreSQL writes each cell as the Python writer would
-# (fields as JSON gives them, arrays and objects as JSON text, created_at as ISO 8601 in the
-# transaction's time zone). Field names are parameters (${n}), never text in the statement.
+# (fields as JSON gives them, arrays and objects as JSON text), created_at in its ISO output
+# style (2026-03-01 21:00:00.123456+01) in the transaction's time zone: to_char cost a sixth
+# of the export. Field names are parameters (${n}), never text in the statement.
 CSV_CELLS = {
     "id": "record_id",
-    "created": """to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.USTZH:TZM')""",
+    "created": "created_at",
     "field": "data ->> ${n}",
-    # The formula guard: text (only text: -5 is a number) starting with = + - @ tab or CR.
+    # The formula guard: text (only text: -5 is a number) starting with = + - @ tab or CR,
+    # tested by the code point of the first character (ascii()), the cheapest test there is.
     "guarded": (
-        r"CASE WHEN left(data ->> ${n}, 1) IN ('=', '+', '-', '@', E'\t', E'\r')"
+        "CASE WHEN ascii(data ->> ${n}) IN (61, 43, 45, 64, 9, 13)"
         " AND jsonb_typeof(data -> ${n}) = 'string' THEN '''' || (data ->> ${n}) ELSE data ->> ${n} END"
     ),
 }
 # asyncpg's copy_from_query wraps it in COPY (...) TO STDOUT, with the parameters inlined as
 # literals quoted by the server.
 CSV_RECORDS = "SELECT {cells} FROM tool_records" + FILTERED_RECORDS_WHERE + "ORDER BY {order}"
-SET_TIME_ZONE = "SELECT set_config('TimeZone', $1, true)"
+SET_TIME_ZONE = "SELECT set_config('TimeZone', $1, true), set_config('DateStyle', 'ISO, YMD', true)"
 
 # Sort keys: the record's own columns by name, any other field as data -> $n.
 SORT_COLUMNS = {"record_id": "record_id", "created_at": "created_at"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import threading
@@ -49,13 +50,15 @@ async def test_put_stores_the_file_and_leaves_nothing_else(storage: LocalStorage
 async def test_failed_put_keeps_the_previous_package_whole(
     storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await storage.put("job-2/p.zip", source_file(tmp_path, b"first version"), "application/zip")
+    # Each version from a file of its own, as jobs write them (a put may link to its source).
+    await storage.put("job-2/p.zip", source_file(tmp_path, b"first version", "v1.bin"), "application/zip")
 
     def copy_half_then_fail(src: Path, dst: Path) -> None:
         Path(dst).write_bytes(Path(src).read_bytes()[:4])
         raise OSError("disk full")
 
     monkeypatch.setattr(shutil, "copyfile", copy_half_then_fail)
+    monkeypatch.setattr(os, "link", _cross_device)  # take the copying path
     with pytest.raises(OSError, match="disk full"):
         await storage.put("job-2/p.zip", source_file(tmp_path, b"second version"), "application/zip")
     assert await read(storage, "job-2/p.zip") == b"first version"
@@ -70,6 +73,8 @@ async def test_failed_first_put_makes_nothing_visible(
         raise OSError("disk full")
 
     monkeypatch.setattr(shutil, "copyfile", fail)
+
+    monkeypatch.setattr(os, "link", _cross_device)  # take the copying path
     with pytest.raises(OSError):
         await storage.put("job-3/p.zip", source_file(tmp_path, b"data"), "application/zip")
     assert not await storage.exists("job-3/p.zip")
@@ -144,6 +149,8 @@ async def test_cancelled_put_leaves_no_package(
         real_copy(src, dst)
 
     monkeypatch.setattr(shutil, "copyfile", slow_copy)
+
+    monkeypatch.setattr(os, "link", _cross_device)  # take the copying path
     put = asyncio.create_task(storage.put("job-7/p.zip", source_file(tmp_path, b"data"), "application/zip"))
     assert await asyncio.to_thread(started.wait, 10)
     put.cancel()
@@ -152,3 +159,19 @@ async def test_cancelled_put_leaves_no_package(
     with pytest.raises(asyncio.CancelledError):
         await put
     assert files_under(storage.root) == []
+
+
+def _cross_device(src: object, dst: object) -> None:
+    raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+
+async def test_put_on_the_same_filesystem_links_instead_of_copying(
+    storage: LocalStorage, tmp_path: Path
+) -> None:
+    source = tmp_path / "package.zip"
+    source.write_bytes(b"zip bytes")
+    await storage.put("job/package.zip", source, "application/zip")
+    stored = storage.path("job/package.zip")
+    assert stored.stat().st_ino == source.stat().st_ino
+    source.unlink()  # the job's work directory goes away; the package stays
+    assert stored.read_bytes() == b"zip bytes"
