@@ -447,3 +447,21 @@ async def test_api_refuses_bad_options_with_422(pool: asyncpg.Pool, settings: Se
             headers=bearer(settings, user, ["exporter"]),
         )
     assert accepted.status_code == 202
+
+
+async def test_csv_formula_guard_in_the_database_covers_every_trigger_and_only_text(
+    pool: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    hostile = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "-", "safe", "1-2"]
+    rows: list[dict[str, Any]] = [{"full_name": value, "age": -5} for value in hostile]
+    rows.append({"full_name": ["=a"], "age": {"b": "=c"}})  # arrays and objects are JSON, not cells
+    tool_id = await forms_tool(pool, rows)
+    guarded = await export(pool, settings, tmp_path / "on", tool_id, "csv", {"columns": ["full_name", "age"]})
+    assert read_csv(guarded.file)[1:] == [
+        *(["'" + v if v[:1] in "=+-@\t\r" else v, "-5"] for v in hostile),
+        ['["=a"]', '{"b": "=c"}'],
+    ]
+    raw = await export(
+        pool, settings, tmp_path / "off", tool_id, "csv", {"columns": ["full_name"], "formula_guard": False}
+    )
+    assert [r[0] for r in read_csv(raw.file)[1:-1]] == hostile
