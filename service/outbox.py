@@ -96,7 +96,12 @@ class PublishFailed(Exception):
 
 
 class Relay:
-    """Publishes outbox rows in order, in batches, waking on NOTIFY with a poll as fallback."""
+    """Publishes outbox rows in order, in batches, waking on NOTIFY with a poll as fallback.
+
+    Request rows notify (an accepted job should start at once); event rows don't, so that
+    completions don't serialise on the notification lock (migration 0002): they go out with
+    the next batch, or within EXPORTER_RELAY_POLL_SECONDS.
+    """
 
     def __init__(
         self,

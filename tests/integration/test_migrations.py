@@ -15,6 +15,13 @@ async def _tables(conn: asyncpg.Connection) -> set[str]:
     return {r["tablename"] for r in rows}
 
 
+async def _outbox_trigger(conn: asyncpg.Connection) -> str:
+    definition: str = await conn.fetchval(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'export_outbox_inserted'"
+    )
+    return definition
+
+
 async def test_up_twice_is_a_no_op_and_down_up_restores(settings: Settings) -> None:
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -30,12 +37,18 @@ async def test_up_twice_is_a_no_op_and_down_up_restores(settings: Settings) -> N
             "export_job_events",
             "export_outbox",
         } <= before
+        triggers = await _outbox_trigger(conn)
+        assert "FOR EACH ROW" in triggers and "'requests'" in triggers
+        reverted = await migrations.down(conn)
+        assert reverted is not None and reverted.version == "0002"
+        assert "FOR EACH STATEMENT" in await _outbox_trigger(conn)
         reverted = await migrations.down(conn)
         assert reverted is not None and reverted.version == "0001"
         assert await _tables(conn) == set()
         applied = await migrations.up(conn)
-        assert [m.version for m in applied] == ["0001"]
+        assert [m.version for m in applied] == ["0001", "0002"]
         assert await _tables(conn) == before
+        assert await _outbox_trigger(conn) == triggers
     finally:
         await conn.close()
 
