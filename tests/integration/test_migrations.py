@@ -40,13 +40,17 @@ async def test_up_twice_is_a_no_op_and_down_up_restores(settings: Settings) -> N
         triggers = await _outbox_trigger(conn)
         assert "FOR EACH ROW" in triggers and "'requests'" in triggers
         reverted = await migrations.down(conn)
+        assert reverted is not None and reverted.version == "0003"
+        assert await conn.fetchval("SELECT to_regclass('idx_export_jobs_user_id')") is not None
+        reverted = await migrations.down(conn)
         assert reverted is not None and reverted.version == "0002"
         assert "FOR EACH STATEMENT" in await _outbox_trigger(conn)
         reverted = await migrations.down(conn)
         assert reverted is not None and reverted.version == "0001"
         assert await _tables(conn) == set()
         applied = await migrations.up(conn)
-        assert [m.version for m in applied] == ["0001", "0002"]
+        assert [m.version for m in applied] == ["0001", "0002", "0003"]
+        assert await conn.fetchval("SELECT to_regclass('idx_export_jobs_user_id')") is None
         assert await _tables(conn) == before
         assert await _outbox_trigger(conn) == triggers
     finally:
