@@ -267,7 +267,10 @@ class Worker:
         log.error("poison message", extra={"code": code, "error": detail})
         if job_id is not None:
             async with self.pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(jobs.FAIL, job_id, code, detail, ["pending", "in_progress"])
+                # Claimed by this worker before the problem showed (possibly while a cancel
+                # was pending): it ends here.
+                statuses = ["pending", "in_progress", "cancelling"]
+                row = await conn.fetchrow(jobs.FAIL, job_id, code, detail, statuses)
                 if row is not None:
                     await jobs.add_event(conn, job_id, "failed", code=code, error=detail)
                     await outbox.enqueue(conn, "events", *job_event(row))
