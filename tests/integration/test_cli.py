@@ -10,6 +10,7 @@ import asyncpg
 import jwt
 
 from service.config import Settings
+from service.migrations import MIGRATIONS_DIR
 from tests.support import infra
 from tests.support.processes import REPO, settings_env
 
@@ -38,12 +39,14 @@ async def test_migrate_creates_the_database_and_up_twice_is_a_no_op(
         second = exporter(env, "migrate", "up")
         assert second.returncode == 0
         assert "nothing to apply" in second.stdout
+        names = [path.name.removesuffix(".up.sql") for path in sorted(MIGRATIONS_DIR.glob("*.up.sql"))]
+        assert names[0] == "0001_initial" and len(names) >= 3
         status = exporter(env, "migrate", "status")
-        assert status.stdout.split() == ["applied", "0001_initial"]
-        down = exporter(env, "migrate", "down")
-        assert "reverted 0001_initial" in down.stdout
-        assert exporter(env, "migrate", "status").stdout.split() == ["pending", "0001_initial"]
-        assert "applied 0001_initial" in exporter(env, "migrate", "up").stdout
+        assert status.stdout.split() == [word for name in names for word in ("applied", name)]
+        down = exporter(env, "migrate", "down")  # one step: the newest
+        assert f"reverted {names[-1]}" in down.stdout
+        assert exporter(env, "migrate", "status").stdout.split()[-2:] == ["pending", names[-1]]
+        assert f"applied {names[-1]}" in exporter(env, "migrate", "up").stdout
     finally:
         await infra.drop_database(admin_url, name)
 
