@@ -46,7 +46,8 @@ GET_JOB = "SELECT * FROM export_jobs WHERE job_id = $1"
 # commit without waiting for the WAL flush: a PostgreSQL crash may lose the last few, and the
 # job is then claimed again and its step re-run, as after any crash. Terminal transitions keep
 # the synchronous commit, and their flush makes every earlier write durable too. Transaction-
-# local and inside the statement: no extra round trip.
+# local and inside the statement: no extra round trip. Run these on their own (autocommit),
+# never in a transaction that also ends a job, or that commit would not wait for the flush.
 NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS no_flush"
 
 GET_BY_IDEMPOTENCY_KEY = """
