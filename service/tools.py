@@ -190,6 +190,14 @@ def _order_by(sort: Sequence[tuple[str, bool]], first_param: int) -> tuple[str, 
     return ", ".join(terms), params
 
 
+def _filtered(tool_id: UUID, query: RecordQuery) -> tuple[tuple[Any, ...], str, list[str]]:
+    """Parameters $1-$5 of FILTERED_RECORDS_WHERE, the ORDER BY text and its parameters ($6...)."""
+    names = list(query.equals)
+    values = [json.dumps(v) for v in query.equals.values()]
+    order, sort_params = _order_by(query.sort, first_param=6)
+    return (tool_id, query.created_from, query.created_to, names, values), order, sort_params
+
+
 @asynccontextmanager
 async def open_records(
     pool: asyncpg.Pool, tool_id: UUID, query: RecordQuery, *, batch_size: int = 2000
@@ -200,10 +208,7 @@ async def open_records(
     the count matches the rows and memory holds one batch whatever the sort. Each row has
     record_id, created_at and data (the jsonb as text).
     """
-    names = list(query.equals)
-    values = [json.dumps(v) for v in query.equals.values()]
-    filters = (tool_id, query.created_from, query.created_to, names, values)
-    order, sort_params = _order_by(query.sort, first_param=6)
+    filters, order, sort_params = _filtered(tool_id, query)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         total = int(await conn.fetchval(COUNT_FILTERED_RECORDS, *filters))
         cursor = await conn.cursor(SELECT_FILTERED_RECORDS.format(order=order), *filters, *sort_params)
@@ -227,10 +232,7 @@ async def records_csv(
     `cells` are (CSV_CELLS key, field name) pairs. `await copy(output)` streams the rows as
     CSV (no header, LF after each record) to `output` in chunks and returns how many it sent.
     """
-    names = list(query.equals)
-    values = [json.dumps(v) for v in query.equals.values()]
-    filters = (tool_id, query.created_from, query.created_to, names, values)
-    order, sort_params = _order_by(query.sort, first_param=6)
+    filters, order, sort_params = _filtered(tool_id, query)
     params: list[Any] = [*filters, *sort_params]
     texts = []
     for kind, name in cells:
