@@ -168,8 +168,7 @@ def _cross_device(src: object, dst: object) -> None:
 async def test_put_on_the_same_filesystem_links_instead_of_copying(
     storage: LocalStorage, tmp_path: Path
 ) -> None:
-    source = tmp_path / "package.zip"
-    source.write_bytes(b"zip bytes")
+    source = source_file(tmp_path, b"zip bytes", "package.zip")
     await storage.put("job/package.zip", source, "application/zip")
     stored = storage.path("job/package.zip")
     assert stored.stat().st_ino == source.stat().st_ino
